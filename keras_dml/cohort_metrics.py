@@ -1,0 +1,110 @@
+"""What a cohort logs: loss trackers per peer and each compiled metric per peer
+and for the ensemble, with the names of DESIGN.md (`peer{i}_<metric>`)."""
+
+import keras
+
+# Labels are integer class ids (negative for unlabeled examples), so Keras's
+# shape-dependent aliases resolve to their sparse versions here.
+_SPARSE_ALIASES = {
+    "accuracy": keras.metrics.SparseCategoricalAccuracy,
+    "acc": keras.metrics.SparseCategoricalAccuracy,
+    "crossentropy": keras.metrics.SparseCategoricalCrossentropy,
+    "ce": keras.metrics.SparseCategoricalCrossentropy,
+}
+
+
+def _metric_factory(spec):
+    """Returns `(base_name, make(name) -> fresh Metric)` for one metrics entry."""
+    if isinstance(spec, str):
+        if spec in _SPARSE_ALIASES:
+            cls = _SPARSE_ALIASES[spec]
+            return spec, lambda name: cls(name=name)
+        resolved = keras.metrics.get(spec)
+        return spec, _metric_factory(resolved)[1]
+    if isinstance(spec, keras.metrics.Metric):
+        config = spec.get_config()
+
+        def make(name):
+            return spec.__class__.from_config({**config, "name": name})
+
+        return spec.name, make
+    if isinstance(spec, type) and issubclass(spec, keras.metrics.Metric):
+        return spec().name, lambda name: spec(name=name)
+    if callable(spec):
+        return spec.__name__, lambda name: keras.metrics.MeanMetricWrapper(
+            spec, name=name
+        )
+    raise ValueError(
+        "Each entry of `metrics` must be a metric name, a `keras.metrics.Metric` "
+        f"(instance or class) or a function. Received: {spec!r}"
+    )
+
+
+class CohortMetrics:
+    """The trackers and metrics of a cohort of `num_peers` peers.
+
+    A plain object, not a Keras layer: it is created in `compile()`, after the
+    model may already be built, when Keras no longer accepts new tracked state.
+
+    Args:
+        num_peers: number of peers K.
+        metrics: list of metric specs as given to `compile(metrics=...)`.
+            Each is instantiated K + 1 times: `peer{i}_<name>` on peer i's
+            probabilities and `ensemble_<name>` on the mean of the peers'
+            probabilities. Unlabeled examples (label < 0) are masked out.
+    """
+
+    def __init__(self, num_peers, metrics=None):
+        if metrics is None:
+            metrics = []
+        if isinstance(metrics, (str, keras.metrics.Metric)) or callable(metrics):
+            metrics = [metrics]
+        if not isinstance(metrics, (list, tuple)):
+            raise ValueError(
+                "`metrics` must be a list of metrics (the same metrics are "
+                f"computed for every peer and the ensemble). Received: {metrics!r}"
+            )
+        factories = [_metric_factory(spec) for spec in metrics]
+        names = [name for name, _ in factories]
+        if len(set(names)) != len(names):
+            raise ValueError(f"`metrics` has duplicate names: {names}")
+
+        Mean = keras.metrics.Mean
+        self.loss = Mean(name="loss")
+        self.peer_loss = [Mean(name=f"peer{i}_loss") for i in range(num_peers)]
+        self.peer_ce = [Mean(name=f"peer{i}_ce") for i in range(num_peers)]
+        self.peer_kl = [Mean(name=f"peer{i}_kl") for i in range(num_peers)]
+        self.peer_metrics = [
+            [make(f"peer{i}_{name}") for name, make in factories]
+            for i in range(num_peers)
+        ]
+        self.ensemble_metrics = [make(f"ensemble_{name}") for name, make in factories]
+
+    def all(self):
+        """Every tracker and metric, in log order."""
+        result = [self.loss]
+        for i in range(len(self.peer_loss)):
+            result += [self.peer_loss[i], self.peer_ce[i], self.peer_kl[i]]
+            result += self.peer_metrics[i]
+        return result + self.ensemble_metrics
+
+    def update_losses(self, terms, num_labeled, num_examples):
+        """Adds one batch's per-peer `PeerLossTerms` (local batch means).
+
+        Weighting each mean by its own denominator makes the epoch value the
+        mean over all examples, also when Keras sums the trackers over replicas.
+        """
+        for k, t in enumerate(terms):
+            self.peer_loss[k].update_state(t.loss, sample_weight=num_examples)
+            self.peer_ce[k].update_state(t.ce, sample_weight=num_labeled)
+            self.peer_kl[k].update_state(t.kl, sample_weight=num_examples)
+        self.loss.update_state(sum(t.loss for t in terms), sample_weight=num_examples)
+
+    def update_metrics(self, labels, mask, probabilities):
+        """Updates peer and ensemble metrics from per-peer probabilities."""
+        for metrics, probs in zip(self.peer_metrics, probabilities):
+            for metric in metrics:
+                metric.update_state(labels, probs, sample_weight=mask)
+        ensemble = sum(probabilities) / len(probabilities)
+        for metric in self.ensemble_metrics:
+            metric.update_state(labels, ensemble, sample_weight=mask)

@@ -1,0 +1,50 @@
+"""Peer networks: the four CIFAR architectures of the DML paper.
+
+`get(name, **kwargs)` builds one by name; `NAMES` lists the valid names.
+"""
+
+from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
+from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
+from keras_dml.models.resnet_cifar import ResNetCIFAR, resnet32
+from keras_dml.models.wide_resnet import WideResNet, wide_resnet
+
+# The whole registry: name -> constructor taking (num_classes=..., **kwargs).
+_CONSTRUCTORS = {
+    "resnet32": resnet32,
+    "wide_resnet": wide_resnet,
+    "mobilenet_cifar": mobilenet_cifar,
+    "inception_v1_cifar": inception_v1_cifar,
+}
+NAMES = tuple(_CONSTRUCTORS)
+
+
+def get(name, **kwargs):
+    """Builds the peer network called `name` (one of `NAMES`).
+
+    Example:
+
+    ```python
+    peer = keras_dml.models.get("resnet32", num_classes=100)
+    ```
+    """
+    try:
+        constructor = _CONSTRUCTORS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown peer network {name!r}. Valid names: {', '.join(NAMES)}"
+        ) from None
+    return constructor(**kwargs)
+
+
+__all__ = [
+    "NAMES",
+    "InceptionV1CIFAR",
+    "MobileNetCIFAR",
+    "ResNetCIFAR",
+    "WideResNet",
+    "get",
+    "inception_v1_cifar",
+    "mobilenet_cifar",
+    "resnet32",
+    "wide_resnet",
+]

@@ -1,0 +1,49 @@
+"""Small pieces shared by the peer network families."""
+
+import keras
+from keras import layers
+
+CIFAR_INPUT_SHAPE = (32, 32, 3)
+
+
+def unique_name(prefix):
+    """`prefix`, then `prefix_1`, `prefix_2`, ...: two peers of one architecture
+    in a cohort get distinct names (logs, checkpoints, export folders)."""
+    uid = keras.backend.get_uid(f"keras_dml_{prefix}")
+    return prefix if uid == 1 else f"{prefix}_{uid - 1}"
+
+
+def batch_norm(synchronized, name, momentum=0.9, epsilon=1e-5):
+    """BatchNorm with the momentum/epsilon of the reference CIFAR code.
+
+    `synchronized=True` averages batch statistics over all replicas of a
+    distribution strategy (useful when the per-replica batch is small).
+    """
+    return layers.BatchNormalization(
+        momentum=momentum, epsilon=epsilon, synchronized=synchronized, name=name
+    )
+
+
+def conv(filters, kernel_size, strides=1, name=None):
+    """Bias-free 'same' convolution with He initialisation (BN follows it)."""
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )
+
+
+def check_num_classes(num_classes):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
+        )
+
+
+def classifier(num_classes, name="logits"):
+    """The logits layer; float32 so that mixed-precision peers emit float32 logits."""
+    return layers.Dense(num_classes, dtype="float32", name=name)

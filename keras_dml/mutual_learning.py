@@ -1,0 +1,574 @@
+"""`MutualLearningModel`: a cohort of peers trained by Deep Mutual Learning."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_dml import losses as dml_losses
+from keras_dml.cohort_metrics import CohortMetrics
+from keras_dml.peer_optimizers import PeerOptimizers
+
+UPDATE_MODES = ("simultaneous", "sequential")
+
+
+def split_peer_output(output, peer_name):
+    """`(logits, [auxiliary logits...])` from what a peer returns.
+
+    A peer returns its logits [batch, num_classes], or a dict with "logits"
+    and optionally "aux_logits" (a tensor or a list: auxiliary classifiers
+    trained with cross-entropy only, as GoogLeNet's) and any other entries
+    (e.g. an "embedding"), which training ignores.
+    """
+    if isinstance(output, dict):
+        if "logits" not in output:
+            raise ValueError(
+                f"Peer {peer_name!r} returns a dict without a 'logits' entry. "
+                f"Received keys: {sorted(output)}"
+            )
+        aux = output.get("aux_logits", [])
+        return output["logits"], list(aux) if isinstance(aux, (list, tuple)) else [aux]
+    if isinstance(output, (list, tuple)):
+        raise ValueError(
+            f"Peer {peer_name!r} returns {len(output)} outputs; a peer returns one "
+            "logits tensor [batch, num_classes], or a dict with a 'logits' entry."
+        )
+    return output, []
+
+
+def _output_size(peer):
+    """The peer's number of classes when its graph is known, else None."""
+    try:
+        output = peer.output
+    except (AttributeError, ValueError):
+        return getattr(peer, "num_classes", None)
+    logits, _ = split_peer_output(output, peer.name)
+    return logits.shape[-1]
+
+
+def _validate_peers(peers):
+    if isinstance(peers, keras.layers.Layer) or not isinstance(peers, (list, tuple)):
+        raise ValueError(
+            "`peers` must be a list of at least 2 Keras models. "
+            f"Received: peers={peers!r}"
+        )
+    peers = list(peers)
+    if len(peers) < 2:
+        raise ValueError(
+            "Mutual learning needs a cohort of at least 2 peers. "
+            f"Received: {len(peers)} peer(s): {[getattr(p, 'name', p) for p in peers]}"
+        )
+    for i, peer in enumerate(peers):
+        if not isinstance(peer, keras.layers.Layer):
+            raise ValueError(
+                f"Every peer must be a Keras model. Received at index {i}: {peer!r}"
+            )
+    seen = {}
+    for i, peer in enumerate(peers):
+        if id(peer) in seen:
+            raise ValueError(
+                f"Peer {peer.name!r} appears twice (indices {seen[id(peer)]} and "
+                f"{i}). Each peer must be a distinct model: one object twice "
+                "would be one network updated twice, not a cohort."
+            )
+        seen[id(peer)] = i
+    sizes = {peer.name: _output_size(peer) for peer in peers}
+    known = {size for size in sizes.values() if size is not None}
+    if len(known) > 1:
+        raise ValueError(
+            "All peers must predict the same number of classes. "
+            f"Received output sizes: {sizes}"
+        )
+    owners = {}
+    for i, peer in enumerate(peers):
+        for v in peer.weights:
+            j = owners.setdefault(id(v), i)
+            if j != i:
+                raise ValueError(
+                    f"Peers {peers[j].name!r} and {peer.name!r} share the "
+                    f"variable {v.path!r}. Peers must not share weights: each "
+                    "peer's optimizer would update them."
+                )
+    return peers, (known.pop() if known else None)
+
+
+def _uses_float16(peer):
+    return any(
+        getattr(layer, "compute_dtype", None) == "float16"
+        for layer in peer._flatten_layers()
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class MutualLearningModel(keras.Model):
+    """A cohort of K >= 2 peer networks trained together by Deep Mutual Learning.
+
+    Each peer k minimises its own loss
+
+        L_k = CE(y, softmax(z_k))
+              + kl_weight * T^2 * 1/(K-1) * sum_{j != k} KL(sg(p_j) || p_k),
+
+    p_j = softmax(z_j / T), with its own optimizer over its own weights; the
+    other peers' predictions are fixed targets (stop-gradient). Peers can be
+    any Keras models mapping the same inputs to logits over the same classes
+    (or to a dict with "logits", see `split_peer_output`). Each peer's own
+    regularization losses (`peer.losses`) are added to its loss.
+
+    `model(x)` returns the list of the peers' logits. Training logs `loss` (sum
+    over peers) and, per peer i, `peer{i}_loss`, `peer{i}_ce`, `peer{i}_kl`,
+    `peer{i}_<metric>`, plus `ensemble_<metric>` on the averaged probabilities.
+
+    Args:
+        peers: list of K >= 2 distinct Keras models producing logits
+            [batch, num_classes], with no weights in common.
+        kl_weight: weight of the mimicry term; 0 trains every peer
+            independently in the same loop (the baseline).
+        temperature: softmax temperature T of the mimicry term.
+        mimicry: "pairwise" (the paper's DML: mean of the pairwise KLs) or
+            "ensemble" (the paper's DML_e: KL to the other peers' mean).
+        update: "simultaneous" (one forward pass of every peer, all peers
+            updated from it) or "sequential" (the paper's Algorithm 1: peer k+1
+            mimics the already-updated peers 1..k on the same mini-batch).
+        label_smoothing: label smoothing of the CE term (0.1 in the official
+            Market-1501 code).
+        aux_loss_weight: weight of the cross-entropy of a peer's auxiliary
+            classifiers, for peers that return {"logits", "aux_logits"}
+            (0.3 as in GoogLeNet). Auxiliary logits take no part in mimicry.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Labels are integer class ids; a label < 0 marks an unlabeled example, which
+    contributes only the KL term (semi-supervised DML).
+
+    Example:
+
+    ```python
+    peers = [keras_dml.models.resnet32(num_classes=100) for _ in range(2)]
+    model = keras_dml.MutualLearningModel(peers, kl_weight=1.0)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+        metrics=["accuracy"],
+    )
+    model.fit(train_ds, validation_data=test_ds, epochs=200)
+    ```
+
+    Reference:
+        Zhang, Xiang, Hospedales, Lu. "Deep Mutual Learning". CVPR 2018.
+        https://arxiv.org/abs/1706.00384
+    """
+
+    def __init__(
+        self,
+        peers,
+        *,
+        kl_weight=1.0,
+        temperature=1.0,
+        mimicry="pairwise",
+        update="simultaneous",
+        label_smoothing=0.0,
+        aux_loss_weight=0.3,
+        **kwargs,
+    ):
+        peers, num_classes = _validate_peers(peers)
+        dml_losses.validate_hyperparameters(
+            kl_weight, temperature, mimicry, label_smoothing
+        )
+        if (
+            isinstance(aux_loss_weight, bool)
+            or not isinstance(aux_loss_weight, (int, float))
+            or not 0 <= aux_loss_weight < float("inf")
+        ):
+            raise ValueError(
+                "`aux_loss_weight` must be a finite number >= 0. "
+                f"Received: aux_loss_weight={aux_loss_weight!r}"
+            )
+        if update not in UPDATE_MODES:
+            raise ValueError(
+                f"`update` must be one of {UPDATE_MODES}. Received: update={update!r}"
+            )
+        super().__init__(**kwargs)
+        self.peers = peers
+        self.num_classes = num_classes
+        self.kl_weight = float(kl_weight)
+        self.temperature = float(temperature)
+        self.mimicry = mimicry
+        self.update = update
+        self.label_smoothing = float(label_smoothing)
+        self.aux_loss_weight = float(aux_loss_weight)
+        self._cohort_metrics = None
+        self._compile_args = None
+        if all(peer.built for peer in peers):
+            self.built = True
+
+    # ----------------------------------------------------------------- graph
+
+    def build(self, input_shape):
+        for peer in self.peers:
+            if not peer.built:
+                peer.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        logits = [logits for logits, _ in self._forward(inputs, training)]
+        sizes = {peer.name: z.shape[-1] for peer, z in zip(self.peers, logits)}
+        if len({s for s in sizes.values() if s is not None}) > 1:
+            raise ValueError(
+                "All peers must predict the same number of classes. "
+                f"Received output sizes: {sizes}"
+            )
+        return logits
+
+    def _forward(self, inputs, training):
+        """`(logits, aux_logits)` of every peer."""
+        return [
+            split_peer_output(peer(inputs, training=training), peer.name)
+            for peer in self.peers
+        ]
+
+    def _peer_trainable_variables(self):
+        return [peer.trainable_variables for peer in self.peers]
+
+    # --------------------------------------------------------------- compile
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        *,
+        loss_weights=None,
+        weighted_metrics=None,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
+        """Configures the cohort for training.
+
+        Args:
+            optimizer: one optimizer (name or instance), cloned from its config
+                for every peer so that no state is shared, or a list of K
+                optimizers, one per peer. Learning-rate schedules are cloned
+                with it and run per peer.
+            loss: must be None: the loss is defined by the model's
+                hyperparameters (`kl_weight`, `temperature`, ...).
+            metrics: metrics computed for every peer (`peer{i}_<name>`) and for
+                the ensemble (`ensemble_<name>`) on predicted probabilities;
+                "accuracy" means sparse categorical accuracy.
+            loss_weights, weighted_metrics: not supported (must be None).
+            run_eagerly, steps_per_execution, jit_compile: as in `keras.Model`.
+            auto_scale_loss: wrap the optimizer of each peer that computes in
+                float16 in its own `keras.optimizers.LossScaleOptimizer`.
+        """
+        for arg, value in (
+            ("loss", loss),
+            ("loss_weights", loss_weights),
+            ("weighted_metrics", weighted_metrics),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"MutualLearningModel defines its own loss; `{arg}` must be "
+                    "None (set kl_weight, temperature, mimicry and "
+                    f"label_smoothing on the model). Received: {arg}={value!r}"
+                )
+        peer_optimizers = self._make_peer_optimizers(optimizer, auto_scale_loss)
+        wrapper = PeerOptimizers(
+            peer_optimizers, variable_groups=self._peer_trainable_variables
+        )
+        # Metric and optimizer variables must be created under the strategy
+        # that will run the steps (mirrored variables, sync-on-read metrics).
+        with self.distribute_strategy.scope():
+            self._cohort_metrics = CohortMetrics(len(self.peers), metrics)
+            super().compile(
+                optimizer=wrapper,
+                run_eagerly=run_eagerly,
+                steps_per_execution=steps_per_execution,
+                jit_compile=jit_compile,
+                auto_scale_loss=False,
+            )
+            if all(peer.built for peer in self.peers):
+                wrapper.build()
+        self._compile_args = {
+            "metrics": metrics,
+            "run_eagerly": run_eagerly,
+            "steps_per_execution": steps_per_execution,
+            "jit_compile": jit_compile,
+            "auto_scale_loss": auto_scale_loss,
+        }
+
+    def _make_peer_optimizers(self, optimizer, auto_scale_loss):
+        num_peers = len(self.peers)
+        if isinstance(optimizer, (list, tuple)):
+            if len(optimizer) != num_peers:
+                raise ValueError(
+                    f"`optimizer` is a list of {len(optimizer)} optimizers for a "
+                    f"cohort of {num_peers} peers. Pass one optimizer (cloned for "
+                    "every peer) or exactly one per peer. "
+                    f"Received: optimizer={optimizer!r}"
+                )
+            optimizers = [keras.optimizers.get(opt) for opt in optimizer]
+        else:
+            template = keras.optimizers.get(optimizer)
+            config = keras.optimizers.serialize(template)
+            optimizers = []
+            for i in range(num_peers):
+                clone = keras.optimizers.deserialize(config)
+                clone.name = f"peer{i}_{template.name}"
+                optimizers.append(clone)
+
+        for i, (opt, peer) in enumerate(zip(optimizers, self.peers)):
+            if opt.built:
+                built_for = {id(v) for v in opt._trainable_variables}
+                if built_for != {id(v) for v in peer.trainable_variables}:
+                    raise ValueError(
+                        f"Optimizer {opt.name!r} (for peer {i}, {peer.name!r}) "
+                        "was already built for other variables. Pass a new "
+                        "optimizer."
+                    )
+        if auto_scale_loss:
+            optimizers = [
+                keras.optimizers.LossScaleOptimizer(
+                    opt, name=f"peer{i}_loss_scale_optimizer"
+                )
+                if _uses_float16(peer)
+                and not isinstance(opt, keras.optimizers.LossScaleOptimizer)
+                else opt
+                for i, (opt, peer) in enumerate(zip(optimizers, self.peers))
+            ]
+        return optimizers
+
+    @property
+    def peer_optimizers(self):
+        """The list of per-peer optimizers (after `compile()`)."""
+        if not isinstance(getattr(self, "optimizer", None), PeerOptimizers):
+            raise ValueError(
+                "`peer_optimizers` exists after `compile()`; call "
+                "`model.compile(optimizer=...)` first."
+            )
+        return self.optimizer.optimizers
+
+    @property
+    def metrics(self):
+        if self._cohort_metrics is None:
+            return []
+        return self._cohort_metrics.all()
+
+    def get_compile_config(self):
+        if self._compile_args is None:
+            return {}
+        config = dict(self._compile_args)
+        config["optimizer"] = [
+            keras.optimizers.serialize(opt) for opt in self.peer_optimizers
+        ]
+        config["metrics"] = (
+            None
+            if config["metrics"] is None
+            else [
+                m if isinstance(m, str) else keras.saving.serialize_keras_object(m)
+                for m in _as_list(config["metrics"])
+            ]
+        )
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        config["optimizer"] = [
+            keras.optimizers.deserialize(c) for c in config["optimizer"]
+        ]
+        if config.get("metrics") is not None:
+            config["metrics"] = [
+                m if isinstance(m, str) else keras.saving.deserialize_keras_object(m)
+                for m in config["metrics"]
+            ]
+        self.compile(**config)
+
+    # ----------------------------------------------------------------- steps
+
+    def _unpack(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError(
+                "MutualLearningModel needs labels: pass (x, y) with integer "
+                "class ids, -1 for unlabeled examples."
+            )
+        if sample_weight is not None:
+            raise ValueError(
+                "MutualLearningModel does not support `sample_weight` or "
+                "`class_weight`; mark unlabeled examples with label -1."
+            )
+        return x, y
+
+    def _terms(self, labels, logits, peer_indices=None):
+        return dml_losses.mutual_learning_terms(
+            labels,
+            logits,
+            kl_weight=self.kl_weight,
+            temperature=self.temperature,
+            mimicry=self.mimicry,
+            label_smoothing=self.label_smoothing,
+            peer_indices=peer_indices,
+        )
+
+    def _peer_objective(self, k, terms, aux_logits, labels, counts):
+        """Peer k's loss: `(this replica's share for the gradient, logged terms)`.
+
+        Adds to the DML terms the auxiliary classifiers' cross-entropy (weight
+        `aux_loss_weight`) and the peer's own regularization losses.
+
+        Keras sums gradients over replicas, so each replica divides its CE sums
+        by the global number of labeled examples, its KL sum by the global
+        batch size and the regularization by the number of replicas: the
+        summed gradients are then exactly those of the whole global batch on
+        one device, also when replicas hold different numbers of labeled
+        examples.
+        """
+        num_labeled, num_examples = counts
+        ce = terms.ce
+        if aux_logits:
+            aux_ce = sum(
+                dml_losses.sparse_cross_entropy_sum(labels, z, self.label_smoothing)[0]
+                for z in aux_logits
+            )
+            ce = ce + self.aux_loss_weight * ops.divide_no_nan(aux_ce, num_labeled)
+        peer = self.peers[k]
+        regularization = sum(peer.losses) if peer.losses else 0.0
+        logged = dml_losses.PeerLossTerms(
+            dml_losses.combine_terms(ce, terms.kl, self.kl_weight, self.temperature)
+            + regularization,
+            terms.ce,
+            terms.kl,
+        )
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas == 1:
+            return logged.loss, logged
+        context = tf.distribute.get_replica_context()
+        global_labeled, global_examples = context.all_reduce(
+            "sum", [num_labeled, num_examples]
+        )
+        ce = ops.divide_no_nan(ce * num_labeled, global_labeled)
+        kl = ops.divide_no_nan(terms.kl * num_examples, global_examples)
+        share = dml_losses.combine_terms(ce, kl, self.kl_weight, self.temperature)
+        return share + regularization / replicas, logged
+
+    def _apply_peer_gradients(self, k, tape, loss):
+        peer, optimizer = self.peers[k], self.peer_optimizers[k]
+        variables = peer.trainable_variables
+        grads = tape.gradient(optimizer.scale_loss(loss), variables)
+        optimizer.apply(grads, variables)
+
+    def train_step(self, data):
+        x, y = self._unpack(data)
+        if not self.optimizer.built:
+            self.optimizer.build()
+        if self.update == "sequential":
+            logits, logged = self._sequential_step(x, y)
+        else:
+            logits, logged = self._simultaneous_step(x, y)
+        return self._record(y, logits, logged)
+
+    @staticmethod
+    def _counts(labels):
+        _, mask = dml_losses.labeled_mask(labels)
+        return ops.sum(mask), ops.cast(ops.shape(mask)[0], "float32")
+
+    def _simultaneous_step(self, x, y):
+        counts = self._counts(y)
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = self._forward(x, training=True)
+            logits = [z for z, _ in outputs]
+            objectives = [
+                self._peer_objective(k, t, outputs[k][1], y, counts)
+                for k, t in enumerate(self._terms(y, logits))
+            ]
+        # Peer k's loss reaches only peer k's weights (the targets are under
+        # stop-gradient), so each backward pass covers one peer.
+        for k, (loss, _) in enumerate(objectives):
+            self._apply_peer_gradients(k, tape, loss)
+        del tape
+        return logits, [logged for _, logged in objectives]
+
+    def _sequential_step(self, x, y):
+        """The paper's Algorithm 1 on one mini-batch.
+
+        Peer k's forward pass is recorded once, before any update: it depends
+        only on peer k's weights, which are unchanged until peer k's own turn.
+        After peer k is updated, its predictions are recomputed (without
+        gradients, without touching BatchNorm statistics) as targets for the
+        peers after it: K + (K - 1) forward passes instead of K * K.
+        """
+        counts = self._counts(y)
+        num_peers = len(self.peers)
+        logged = [None] * num_peers
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = self._forward(x, training=True)
+            logits = [z for z, _ in outputs]
+            current = list(logits)
+            for k in range(num_peers):
+                (terms,) = self._terms(y, current, peer_indices=[k])
+                loss, logged[k] = self._peer_objective(k, terms, outputs[k][1], y, counts)
+                with tape.stop_recording():
+                    self._apply_peer_gradients(k, tape, loss)
+                    if k < num_peers - 1:
+                        current[k] = self._predict_without_side_effects(k, x)
+        del tape
+        return logits, logged
+
+    def _predict_without_side_effects(self, k, x):
+        """Training-mode logits of peer k with its current weights.
+
+        `stateless_call` returns the BatchNorm statistics it would have written
+        instead of assigning them, so the recomputation does not update them a
+        second time on the same batch.
+        """
+        peer = self.peers[k]
+        output, _ = peer.stateless_call(
+            [v.value for v in peer.trainable_variables],
+            [v.value for v in peer.non_trainable_variables],
+            x,
+            training=True,
+        )
+        logits, _ = split_peer_output(output, peer.name)
+        return ops.stop_gradient(logits)
+
+    def test_step(self, data):
+        x, y = self._unpack(data)
+        # Auxiliary classifiers are a training aid: evaluation uses the logits.
+        logits = [z for z, _ in self._forward(x, training=False)]
+        return self._record(y, logits, self._terms(y, logits))
+
+    def _record(self, labels, logits, terms):
+        safe_labels, mask = dml_losses.labeled_mask(labels)
+        num_examples = ops.cast(ops.shape(mask)[0], "float32")
+        cohort = self._cohort_metrics
+        cohort.update_losses(terms, ops.sum(mask), num_examples)
+        probabilities = [ops.softmax(ops.cast(z, "float32"), axis=-1) for z in logits]
+        cohort.update_metrics(safe_labels, mask, probabilities)
+        return self.get_metrics_result()
+
+    # ---------------------------------------------------------------- config
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "peers": [keras.saving.serialize_keras_object(p) for p in self.peers],
+                "kl_weight": self.kl_weight,
+                "temperature": self.temperature,
+                "mimicry": self.mimicry,
+                "update": self.update,
+                "label_smoothing": self.label_smoothing,
+                "aux_loss_weight": self.aux_loss_weight,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        peers = [
+            keras.saving.deserialize_keras_object(p, custom_objects=custom_objects)
+            for p in config.pop("peers")
+        ]
+        return cls(peers, **config)
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]

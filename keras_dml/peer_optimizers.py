@@ -1,0 +1,179 @@
+"""The cohort's per-peer optimizers, seen by Keras as the model's one optimizer."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class PeerOptimizers(keras.optimizers.Optimizer):
+    """Holds one optimizer per peer; what `MutualLearningModel.optimizer` is.
+
+    Each peer optimizer owns its peer's variables and nothing else, so no
+    optimizer state (momentum, Adam moments, loss scale) is shared between
+    peers. This wrapper is what Keras machinery sees as `model.optimizer`:
+
+    - It exposes `optimizers`, the protocol Keras's `LearningRateScheduler`,
+      `ReduceLROnPlateau` and `TensorBoard` callbacks use to adjust and log
+      every sub-optimizer's learning rate.
+    - `learning_rate` reads the peers' common learning rate (an error when
+      they differ) and assigning it sets every peer's.
+    - `iterations` is the number of training steps (every peer optimizer
+      applies once per step).
+    - `build()` builds each peer optimizer over its own peer's variables.
+
+    `MutualLearningModel.compile()` creates it; you do not need to.
+
+    Args:
+        optimizers: one `keras.optimizers.Optimizer` per peer, all distinct.
+        variable_groups: a callable returning, per peer, the list of variables
+            its optimizer updates (supplied by the model).
+        name: name of this wrapper.
+    """
+
+    def __init__(self, optimizers, variable_groups=None, name="peer_optimizers"):
+        super().__init__(learning_rate=0.0, name=name)
+        optimizers = list(optimizers)
+        for i, opt in enumerate(optimizers):
+            if not isinstance(opt, keras.optimizers.Optimizer):
+                raise ValueError(
+                    "Every peer optimizer must be a `keras.optimizers.Optimizer`. "
+                    f"Received at index {i}: {opt!r}"
+                )
+        if len({id(opt) for opt in optimizers}) != len(optimizers):
+            raise ValueError(
+                "Each peer needs its own optimizer object: sharing one would "
+                "mix the peers' optimizer state. Received: "
+                f"{[opt.name for opt in optimizers]}"
+            )
+        self._peer_optimizers = optimizers
+        self._variable_groups = variable_groups
+
+    @property
+    def optimizers(self):
+        """The peer optimizers, in peer order."""
+        return self._peer_optimizers
+
+    def _groups(self):
+        if self._variable_groups is None:
+            raise ValueError(
+                f"{self.__class__.__name__} does not know which variables belong "
+                "to which peer. It is created by `MutualLearningModel.compile()`; "
+                "build or apply it through the model."
+            )
+        groups = [list(g) for g in self._variable_groups()]
+        if len(groups) != len(self._peer_optimizers):
+            raise ValueError(
+                f"Got {len(groups)} variable groups for "
+                f"{len(self._peer_optimizers)} peer optimizers."
+            )
+        return groups
+
+    def build(self, var_list=None):
+        """Builds each peer optimizer over its own peer's variables.
+
+        `var_list` (what Keras passes: all of the model's trainable variables)
+        is only used to check that every variable has an owner.
+        """
+        groups = self._groups()
+        owner = {}
+        for i, (opt, variables) in enumerate(zip(self._peer_optimizers, groups)):
+            if not opt.built:
+                opt.build(variables)
+            for v in variables:
+                owner[id(v)] = i
+        if var_list is not None:
+            orphans = [v.path for v in var_list if id(v) not in owner]
+            if orphans:
+                raise ValueError(
+                    f"Variables {orphans} belong to no peer; every trainable "
+                    "variable of a MutualLearningModel must belong to one peer."
+                )
+        # A plain dict of ints: assigning variables here would track them as
+        # this wrapper's own state.
+        self._owner_of = owner
+        super().build([v for g in groups for v in g])
+
+    def apply(self, grads, trainable_variables=None):
+        """Routes each gradient to the optimizer of the peer owning the variable."""
+        if not self.built:
+            self.build()
+        if trainable_variables is None:
+            raise ValueError(
+                "PeerOptimizers.apply() needs `trainable_variables` to route "
+                "each gradient to its peer's optimizer."
+            )
+        routed = [([], []) for _ in self._peer_optimizers]
+        for grad, var in zip(grads, trainable_variables):
+            grads_k, vars_k = routed[self._owner_of[id(var)]]
+            grads_k.append(grad)
+            vars_k.append(var)
+        for opt, (grads_k, vars_k) in zip(self._peer_optimizers, routed):
+            if vars_k:
+                opt.apply(grads_k, vars_k)
+
+    @property
+    def iterations(self):
+        return self._peer_optimizers[0].iterations
+
+    @property
+    def learning_rate(self):
+        rates = [opt.learning_rate for opt in self._peer_optimizers]
+        values = {float(ops.convert_to_numpy(r)) for r in rates}
+        if len(values) != 1:
+            raise ValueError(
+                "The peers' learning rates differ "
+                f"({[float(ops.convert_to_numpy(r)) for r in rates]}), so the "
+                "cohort has no single learning rate. Read "
+                "`model.peer_optimizers[i].learning_rate` instead."
+            )
+        return rates[0]
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        for opt in self._peer_optimizers:
+            opt.learning_rate = learning_rate
+
+    @property
+    def variables(self):
+        variables = self._variables[:]
+        for opt in self._peer_optimizers:
+            variables.extend(opt.variables)
+        return variables
+
+    # Saving walks `optimizers` and stores each peer optimizer under its own
+    # path; storing their variables here too would duplicate them.
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._variables):
+            store[str(i)] = variable.numpy()
+
+    def load_own_variables(self, store):
+        if len(store.keys()) != len(self._variables):
+            raise ValueError(
+                f"Saved state of {self.name} has {len(store.keys())} variables, "
+                f"expected {len(self._variables)}."
+            )
+        for i, variable in enumerate(self._variables):
+            variable.assign(store[str(i)])
+
+    def finalize_variable_values(self, var_list):
+        # E.g. copies EMA weights into each peer when `use_ema=True`.
+        for opt, variables in zip(self._peer_optimizers, self._groups()):
+            opt.finalize_variable_values(variables)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizers": [
+                keras.saving.serialize_keras_object(opt)
+                for opt in self._peer_optimizers
+            ],
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        optimizers = [
+            keras.saving.deserialize_keras_object(c, custom_objects=custom_objects)
+            for c in config.pop("optimizers")
+        ]
+        return cls(optimizers, **config)
