@@ -1,5 +1,7 @@
 """`MutualLearningModel`: a cohort of peers trained by Deep Mutual Learning."""
 
+import copy
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -369,7 +371,7 @@ class MutualLearningModel(keras.Model):
         return config
 
     def compile_from_config(self, config):
-        config = dict(config)
+        config = copy.deepcopy(config)
         config["optimizer"] = [
             keras.optimizers.deserialize(c) for c in config["optimizer"]
         ]
@@ -418,41 +420,44 @@ class MutualLearningModel(keras.Model):
         batch size and the regularization by the number of replicas: the
         summed gradients are then exactly those of the whole global batch on
         one device, also when replicas hold different numbers of labeled
-        examples.
+        examples. The logged loss is the share rescaled so that Keras's
+        example-weighted, replica-summed mean of it is the global batch loss.
         """
-        num_labeled, num_examples = counts
-        ce = terms.ce
+        num_labeled, num_examples, global_labeled, global_examples = counts
+        ce_sum = terms.ce * num_labeled
         if aux_logits:
-            aux_ce = sum(
+            ce_sum = ce_sum + self.aux_loss_weight * sum(
                 dml_losses.sparse_cross_entropy_sum(labels, z, self.label_smoothing)[0]
                 for z in aux_logits
             )
-            ce = ce + self.aux_loss_weight * ops.divide_no_nan(aux_ce, num_labeled)
-        peer = self.peers[k]
-        regularization = sum(peer.losses) if peer.losses else 0.0
-        logged = dml_losses.PeerLossTerms(
-            dml_losses.combine_terms(ce, terms.kl, self.kl_weight, self.temperature)
-            + regularization,
-            terms.ce,
-            terms.kl,
-        )
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        if replicas == 1:
-            return logged.loss, logged
-        context = tf.distribute.get_replica_context()
-        global_labeled, global_examples = context.all_reduce(
-            "sum", [num_labeled, num_examples]
-        )
-        ce = ops.divide_no_nan(ce * num_labeled, global_labeled)
+        ce = ops.divide_no_nan(ce_sum, global_labeled)
         kl = ops.divide_no_nan(terms.kl * num_examples, global_examples)
         share = dml_losses.combine_terms(ce, kl, self.kl_weight, self.temperature)
-        return share + regularization / replicas, logged
+        peer = self.peers[k]
+        if peer.losses:
+            replicas = self.distribute_strategy.num_replicas_in_sync
+            share = share + sum(peer.losses) / replicas
+        logged_loss = share * ops.divide_no_nan(global_examples, num_examples)
+        return share, dml_losses.PeerLossTerms(logged_loss, terms.ce, terms.kl)
 
-    def _apply_peer_gradients(self, k, tape, loss):
-        peer, optimizer = self.peers[k], self.peer_optimizers[k]
-        variables = peer.trainable_variables
-        grads = tape.gradient(optimizer.scale_loss(loss), variables)
-        optimizer.apply(grads, variables)
+    def _counts(self, labels):
+        """Local and global numbers of labeled examples and of examples.
+
+        Computed once per step: one small all-reduce before any peer update,
+        so every replica issues its collectives in the same order.
+        """
+        _, mask = dml_losses.labeled_mask(labels)
+        local = [ops.sum(mask), ops.cast(ops.shape(mask)[0], "float32")]
+        if self.distribute_strategy.num_replicas_in_sync == 1:
+            return (*local, *local)
+        global_counts = tf.distribute.get_replica_context().all_reduce("sum", local)
+        return (*local, *global_counts)
+
+    def _apply_peer_gradients(self, k, tape, scaled_loss):
+        """Updates peer k from `scaled_loss`, its loss times its optimizer's
+        loss scale (computed while `tape` records, or it has no gradient)."""
+        variables = self.peers[k].trainable_variables
+        self.peer_optimizers[k].apply(tape.gradient(scaled_loss, variables), variables)
 
     def train_step(self, data):
         x, y = self._unpack(data)
@@ -464,11 +469,6 @@ class MutualLearningModel(keras.Model):
             logits, logged = self._simultaneous_step(x, y)
         return self._record(y, logits, logged)
 
-    @staticmethod
-    def _counts(labels):
-        _, mask = dml_losses.labeled_mask(labels)
-        return ops.sum(mask), ops.cast(ops.shape(mask)[0], "float32")
-
     def _simultaneous_step(self, x, y):
         counts = self._counts(y)
         with tf.GradientTape(persistent=True) as tape:
@@ -478,10 +478,14 @@ class MutualLearningModel(keras.Model):
                 self._peer_objective(k, t, outputs[k][1], y, counts)
                 for k, t in enumerate(self._terms(y, logits))
             ]
+            scaled = [
+                opt.scale_loss(loss)
+                for opt, (loss, _) in zip(self.peer_optimizers, objectives)
+            ]
         # Peer k's loss reaches only peer k's weights (the targets are under
         # stop-gradient), so each backward pass covers one peer.
-        for k, (loss, _) in enumerate(objectives):
-            self._apply_peer_gradients(k, tape, loss)
+        for k, scaled_loss in enumerate(scaled):
+            self._apply_peer_gradients(k, tape, scaled_loss)
         del tape
         return logits, [logged for _, logged in objectives]
 
@@ -504,8 +508,9 @@ class MutualLearningModel(keras.Model):
             for k in range(num_peers):
                 (terms,) = self._terms(y, current, peer_indices=[k])
                 loss, logged[k] = self._peer_objective(k, terms, outputs[k][1], y, counts)
+                scaled_loss = self.peer_optimizers[k].scale_loss(loss)
                 with tape.stop_recording():
-                    self._apply_peer_gradients(k, tape, loss)
+                    self._apply_peer_gradients(k, tape, scaled_loss)
                     if k < num_peers - 1:
                         current[k] = self._predict_without_side_effects(k, x)
         del tape
@@ -532,7 +537,12 @@ class MutualLearningModel(keras.Model):
         x, y = self._unpack(data)
         # Auxiliary classifiers are a training aid: evaluation uses the logits.
         logits = [z for z, _ in self._forward(x, training=False)]
-        return self._record(y, logits, self._terms(y, logits))
+        counts = self._counts(y)
+        logged = [
+            self._peer_objective(k, t, [], y, counts)[1]
+            for k, t in enumerate(self._terms(y, logits))
+        ]
+        return self._record(y, logits, logged)
 
     def _record(self, labels, logits, terms):
         safe_labels, mask = dml_losses.labeled_mask(labels)
@@ -562,7 +572,8 @@ class MutualLearningModel(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        # Deserializing a functional model consumes its config in place.
+        config = copy.deepcopy(config)
         peers = [
             keras.saving.deserialize_keras_object(p, custom_objects=custom_objects)
             for p in config.pop("peers")

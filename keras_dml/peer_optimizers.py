@@ -15,8 +15,8 @@ class PeerOptimizers(keras.optimizers.Optimizer):
     - It exposes `optimizers`, the protocol Keras's `LearningRateScheduler`,
       `ReduceLROnPlateau` and `TensorBoard` callbacks use to adjust and log
       every sub-optimizer's learning rate.
-    - `learning_rate` reads the peers' common learning rate (an error when
-      they differ) and assigning it sets every peer's.
+    - `learning_rate` reads the peers' common learning rate (AttributeError
+      when they differ) and assigning it sets every peer's.
     - `iterations` is the number of training steps (every peer optimizer
       applies once per step).
     - `build()` builds each peer optimizer over its own peer's variables.
@@ -120,7 +120,10 @@ class PeerOptimizers(keras.optimizers.Optimizer):
         rates = [opt.learning_rate for opt in self._peer_optimizers]
         values = {float(ops.convert_to_numpy(r)) for r in rates}
         if len(values) != 1:
-            raise ValueError(
+            # AttributeError, as Keras's MultiOptimizer: `hasattr(optimizer,
+            # "learning_rate")` is then False, and Keras's own attribute
+            # machinery (which probes the getter before setting) still works.
+            raise AttributeError(
                 "The peers' learning rates differ "
                 f"({[float(ops.convert_to_numpy(r)) for r in rates]}), so the "
                 "cohort has no single learning rate. Read "

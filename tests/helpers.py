@@ -1,0 +1,39 @@
+"""Tiny peers and data shared by the tests."""
+
+import keras
+import numpy as np
+
+NUM_FEATURES, NUM_CLASSES = 6, 4
+
+
+def dense_peer(seed, *, batchnorm=False, hidden=8, num_classes=NUM_CLASSES, name=None):
+    """A small MLP peer; `seed` fixes its initial weights."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((NUM_FEATURES,))
+    x = keras.layers.Dense(hidden, activation="tanh", kernel_initializer=init)(inputs)
+    if batchnorm:
+        x = keras.layers.BatchNormalization()(x)
+    outputs = keras.layers.Dense(
+        num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1)
+    )(x)
+    return keras.Model(inputs, outputs, name=name or f"peer_{seed}")
+
+
+def data(num_examples=32, seed=0, unlabeled=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num_examples, NUM_FEATURES)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=num_examples).astype("int32")
+    if unlabeled:
+        y[rng.choice(num_examples, size=unlabeled, replace=False)] = -1
+    return x, y
+
+
+def batches(x, y, batch_size):
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
+def assert_weights_close(a, b, rtol=1e-5, atol=1e-6):
+    a, b = list(a), list(b)
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)

@@ -1,0 +1,48 @@
+"""MirroredStrategy over the two logical CPU devices set up in conftest.py."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_dml
+from tests.helpers import data, dense_peer
+
+
+def _train(strategy, initial_weights, x, y, update):
+    with strategy.scope():
+        peers = [dense_peer(1), dense_peer(2), dense_peer(3)]
+        model = keras_dml.MutualLearningModel(peers, kl_weight=1.5, update=update)
+        model.compile(keras.optimizers.SGD(0.2, momentum=0.9), metrics=["accuracy"])
+    model.set_weights(initial_weights)
+    history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    return model, history
+
+
+@pytest.mark.parametrize("update", ["simultaneous", "sequential"])
+def test_mirrored_matches_one_device_on_the_global_batch(update):
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) == 2, "conftest.py should configure two logical CPUs"
+    x, y = data(32, seed=21)
+    # Unlabeled examples only in the first half of each global batch: the two
+    # replicas hold different numbers of labeled examples, which a per-replica
+    # mean would weight wrongly.
+    for start in range(0, 32, 8):
+        y[start : start + 3] = -1
+    initial = keras_dml.MutualLearningModel(
+        [dense_peer(1), dense_peer(2), dense_peer(3)]
+    ).get_weights()
+
+    mirrored, mirrored_history = _train(
+        tf.distribute.MirroredStrategy(devices), initial, x, y, update
+    )
+    assert mirrored.distribute_strategy.num_replicas_in_sync == 2
+    single, single_history = _train(
+        tf.distribute.OneDeviceStrategy(devices[0]), initial, x, y, update
+    )
+    for a, b in zip(mirrored.get_weights(), single.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in ("loss", "peer0_ce", "peer1_kl", "ensemble_accuracy"):
+        np.testing.assert_allclose(
+            mirrored_history.history[key], single_history.history[key], rtol=1e-5
+        )

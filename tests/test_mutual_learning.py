@@ -1,0 +1,357 @@
+"""MutualLearningModel: construction, compile, the two update orders, logs."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_dml
+from keras_dml import losses
+from tests.helpers import (
+    NUM_CLASSES,
+    assert_weights_close,
+    batches,
+    data,
+    dense_peer,
+)
+
+
+def cohort(num_peers=2, **kwargs):
+    peers = [dense_peer(10 * i) for i in range(num_peers)]
+    return keras_dml.MutualLearningModel(peers, **kwargs)
+
+
+# ------------------------------------------------------------- construction
+
+
+@pytest.mark.parametrize(
+    "make_peers,kwargs,message",
+    [
+        (lambda: [dense_peer(0)], {}, "at least 2 peers"),
+        (lambda: [], {}, "at least 2 peers"),
+        (lambda: [dense_peer(0), dense_peer(1, num_classes=5)], {}, "same number of classes"),
+        (lambda: [dense_peer(0)] * 2, {}, "appears twice"),
+        (lambda: [dense_peer(0), dense_peer(1)], {"kl_weight": -0.5}, "kl_weight=-0.5"),
+        (lambda: [dense_peer(0), dense_peer(1)], {"temperature": 0}, "temperature=0"),
+        (lambda: [dense_peer(0), dense_peer(1)], {"temperature": -2.0}, "temperature=-2.0"),
+        (lambda: [dense_peer(0), dense_peer(1)], {"mimicry": "avg"}, "mimicry='avg'"),
+        (lambda: [dense_peer(0), dense_peer(1)], {"update": "async"}, "update='async'"),
+        (lambda: [dense_peer(0), dense_peer(1)], {"aux_loss_weight": -1}, "aux_loss_weight=-1"),
+        (lambda: dense_peer(0), {}, "must be a list"),
+        (lambda: [dense_peer(0), "resnet32"], {}, "index 1"),
+    ],
+)
+def test_bad_construction_raises(make_peers, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        keras_dml.MutualLearningModel(make_peers(), **kwargs)
+
+
+def test_peers_sharing_weights_are_rejected():
+    shared = keras.layers.Dense(NUM_CLASSES)
+    a, b = keras.Input((3,)), keras.Input((3,))
+    peer_a = keras.Model(a, shared(a), name="a")
+    peer_b = keras.Model(b, shared(keras.layers.Dense(3)(b)), name="b")
+    with pytest.raises(ValueError, match="share the variable"):
+        keras_dml.MutualLearningModel([peer_a, peer_b])
+
+
+def test_multi_output_peer_is_rejected():
+    inputs = keras.Input((3,))
+    two = keras.Model(inputs, [keras.layers.Dense(4)(inputs), keras.layers.Dense(4)(inputs)])
+    with pytest.raises(ValueError, match="2 outputs"):
+        keras_dml.MutualLearningModel([two, dense_peer(0)])
+
+
+# ------------------------------------------------------------------ compile
+
+
+def test_single_optimizer_is_cloned_per_peer():
+    model = cohort(3)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9))
+    optimizers = model.peer_optimizers
+    assert len({id(o) for o in optimizers}) == 3
+    assert len({o.name for o in optimizers}) == 3
+    for opt, peer in zip(optimizers, model.peers):
+        assert opt.built
+        assert {id(v) for v in opt._trainable_variables} == {
+            id(v) for v in peer.trainable_variables
+        }
+        assert float(opt.learning_rate) == pytest.approx(0.05)
+    assert model.optimizer.optimizers is optimizers
+
+
+def test_bad_compile_inputs_raise():
+    model = cohort(2)
+    with pytest.raises(ValueError, match="list of 3 optimizers"):
+        model.compile(optimizer=["sgd", "sgd", "sgd"])
+    shared = keras.optimizers.SGD()
+    with pytest.raises(ValueError, match="own optimizer"):
+        model.compile(optimizer=[shared, shared])
+    with pytest.raises(ValueError, match="loss"):
+        model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="`metrics` has duplicate names"):
+        model.compile(optimizer="sgd", metrics=["accuracy", "accuracy"])
+    with pytest.raises(ValueError, match="after `compile"):
+        cohort(2).peer_optimizers  # noqa: B018
+
+
+def test_optimizer_built_for_another_model_is_rejected():
+    other = dense_peer(99)
+    opt = keras.optimizers.SGD()
+    opt.build(other.trainable_variables)
+    with pytest.raises(ValueError, match="already built"):
+        cohort(2).compile(optimizer=[opt, keras.optimizers.SGD()])
+
+
+def test_logs_have_every_documented_key():
+    x, y = data(32, unlabeled=4)
+    model = cohort(3)
+    model.compile("sgd", metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)])
+    history = model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), verbose=0)
+    names = ["loss", "ensemble_accuracy", "ensemble_sparse_top_k_categorical_accuracy"]
+    for i in range(3):
+        names += [f"peer{i}_{n}" for n in ("loss", "ce", "kl", "accuracy")]
+        names.append(f"peer{i}_sparse_top_k_categorical_accuracy")
+    assert set(history.history) == set(names) | {f"val_{n}" for n in names}
+    assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == set(names)
+    logs = history.history
+    assert logs["loss"][0] == pytest.approx(sum(logs[f"peer{i}_loss"][0] for i in range(3)))
+
+
+def test_evaluate_reports_loss_terms_and_metrics_on_known_predictions():
+    """With zero weights every peer predicts uniformly: CE = log C, KL = 0."""
+    model = cohort(2)
+    for v in model.trainable_variables:
+        v.assign(np.zeros(v.shape, "float32"))
+    model.compile("sgd", metrics=["accuracy"])
+    x, y = data(16)
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert logs["peer0_ce"] == pytest.approx(np.log(NUM_CLASSES), rel=1e-5)
+    assert logs["peer1_kl"] == pytest.approx(0.0, abs=1e-6)
+    # argmax of a uniform row is class 0.
+    assert logs["ensemble_accuracy"] == pytest.approx(np.mean(y == 0))
+
+
+def test_predict_returns_each_peers_logits():
+    model = cohort(2)
+    model.compile("sgd")
+    x, _ = data(10)
+    out = model.predict(x, verbose=0)
+    assert len(out) == 2
+    np.testing.assert_allclose(out[1], model.peers[1](x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------- what a step moves
+
+
+def _manual_sgd_step(peer, loss_fn, lr):
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    grads = tape.gradient(loss, peer.trainable_variables)
+    return [v.numpy() - lr * g.numpy() for v, g in zip(peer.trainable_variables, grads)]
+
+
+def test_one_simultaneous_step_equals_each_peers_own_gradient_step():
+    x, y = data(16, unlabeled=3)
+    model = cohort(3, kl_weight=0.8, temperature=2.0)
+    lr = 0.3
+    expected = []
+    logits = [p(x, training=True) for p in model.peers]
+    for k, peer in enumerate(model.peers):
+
+        def loss_k(k=k, peer=peer):
+            zs = [peer(x, training=True) if j == k else logits[j] for j in range(3)]
+            return losses.mutual_learning_losses(y, zs, kl_weight=0.8, temperature=2.0)[k]
+
+        expected.append(_manual_sgd_step(peer, loss_k, lr))
+    model.compile(keras.optimizers.SGD(lr))
+    model.train_on_batch(x, y)
+    for peer, want in zip(model.peers, expected):
+        assert_weights_close(peer.get_weights(), want)
+
+
+def test_a_step_moves_only_the_peers_whose_optimizers_move():
+    x, y = data(16)
+    model = cohort(2)
+    before = [p.get_weights() for p in model.peers]
+    model.compile([keras.optimizers.SGD(0.5), keras.optimizers.SGD(0.0)])
+    model.train_on_batch(x, y)
+    assert all(
+        not np.allclose(a, b) for a, b in zip(before[0], model.peers[0].get_weights())
+    )
+    assert_weights_close(before[1], model.peers[1].get_weights(), rtol=0, atol=0)
+
+
+def test_kl_weight_zero_is_independent_training():
+    x, y = data(48, seed=3)
+    peers = [dense_peer(1, batchnorm=True), dense_peer(2, batchnorm=True)]
+    alone = [keras.models.clone_model(p) for p in peers]
+    for a, p in zip(alone, peers):
+        a.set_weights(p.get_weights())
+    model = keras_dml.MutualLearningModel(peers, kl_weight=0.0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    for peer, single in zip(peers, alone):
+        single.compile(
+            keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        single.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+        assert_weights_close(peer.get_weights(), single.get_weights())
+
+
+def _reference_algorithm1(peers, steps, lr, kl_weight):
+    """The paper's Algorithm 1, written plainly: before each peer's update,
+    recompute every peer's predictions with the current weights."""
+    for x, y in steps:
+        for k, peer in enumerate(peers):
+            current = [p(x, training=True) for p in peers]
+
+            def loss_k(k=k, peer=peer, current=current):
+                zs = list(current)
+                zs[k] = peer(x, training=True)
+                return losses.mutual_learning_losses(y, zs, kl_weight=kl_weight)[k]
+
+            new = _manual_sgd_step(peer, loss_k, lr)
+            for v, value in zip(peer.trainable_variables, new):
+                v.assign(value)
+
+
+@pytest.mark.parametrize("num_peers", [2, 3])
+def test_sequential_update_matches_algorithm_1(num_peers):
+    x, y = data(24, seed=5, unlabeled=2)
+    steps = batches(x, y, 8)
+    peers = [dense_peer(7 * i + 1) for i in range(num_peers)]
+    reference = [keras.models.clone_model(p) for p in peers]
+    for r, p in zip(reference, peers):
+        r.set_weights(p.get_weights())
+    simultaneous = [keras.models.clone_model(p) for p in peers]
+    for s, p in zip(simultaneous, peers):
+        s.set_weights(p.get_weights())
+
+    model = keras_dml.MutualLearningModel(peers, update="sequential", kl_weight=2.0)
+    model.compile(keras.optimizers.SGD(0.5))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    _reference_algorithm1(reference, steps, lr=0.5, kl_weight=2.0)
+    for peer, ref in zip(peers, reference):
+        assert_weights_close(peer.get_weights(), ref.get_weights())
+
+    other = keras_dml.MutualLearningModel(simultaneous, kl_weight=2.0)
+    other.compile(keras.optimizers.SGD(0.5))
+    other.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    # The last peer sees updated targets only in sequential mode.
+    assert not np.allclose(simultaneous[-1].get_weights()[0], peers[-1].get_weights()[0])
+
+
+def test_sequential_recompute_leaves_batchnorm_statistics_updated_once():
+    x, y = data(8)
+    peers = [dense_peer(1, batchnorm=True), dense_peer(2, batchnorm=True)]
+    twins = [keras.models.clone_model(p) for p in peers]
+    for t, p in zip(twins, peers):
+        t.set_weights(p.get_weights())
+    keras_dml.MutualLearningModel(peers, update="sequential").compile("sgd")
+    seq = keras_dml.MutualLearningModel(peers, update="sequential")
+    seq.compile(keras.optimizers.SGD(0.1))
+    seq.train_on_batch(x, y)
+    for peer, twin in zip(peers, twins):
+        twin(x, training=True)  # one training-mode pass on the same batch
+        moving = [v for v in peer.non_trainable_variables]
+        expected = [v for v in twin.non_trainable_variables]
+        assert_weights_close([v.numpy() for v in moving], [v.numpy() for v in expected])
+
+
+def test_unlabeled_batch_trains_through_mimicry_only():
+    x, _ = data(8)
+    y = np.full(8, -1, "int32")
+    model = cohort(2)
+    before = model.peers[0].get_weights()
+    model.compile(keras.optimizers.SGD(0.5))
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert logs["peer0_ce"] == 0.0
+    assert logs["peer0_kl"] > 0
+    assert not np.allclose(before[0], model.peers[0].get_weights()[0])
+
+
+def test_regularization_and_auxiliary_losses_count():
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(5, kernel_regularizer=keras.regularizers.L2(0.1))(inputs)
+    outputs = {
+        "logits": keras.layers.Dense(NUM_CLASSES)(h),
+        "aux_logits": [keras.layers.Dense(NUM_CLASSES)(h)],
+    }
+    aux_peer = keras.Model(inputs, outputs)
+    model = keras_dml.MutualLearningModel([aux_peer, dense_peer(3)], aux_loss_weight=0.5)
+    model.compile(keras.optimizers.SGD(0.1))
+    x, y = data(8)
+    regularization = float(sum(aux_peer.losses))
+    assert regularization > 0
+    out = aux_peer(x)
+    aux_ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, out["aux_logits"][0])
+
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    # Evaluation: regularization counts, auxiliary classifiers do not.
+    assert logs["peer0_loss"] == pytest.approx(
+        logs["peer0_ce"] + logs["peer0_kl"] + regularization, rel=1e-5
+    )
+    train_logs = model.train_on_batch(x, y, return_dict=True)
+    assert train_logs["peer0_loss"] == pytest.approx(
+        logs["peer0_ce"] + logs["peer0_kl"] + regularization + 0.5 * float(aux_ce), rel=1e-5
+    )
+    assert train_logs["peer1_loss"] == pytest.approx(logs["peer1_loss"], rel=1e-5)
+
+
+# ------------------------------------------------------------ LR handling
+
+
+def test_learning_rate_scheduler_sets_every_peers_rate():
+    x, y = data(16)
+    model = cohort(2)
+    model.compile([keras.optimizers.SGD(0.1), keras.optimizers.Adam(0.01)])
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[schedule], verbose=0)
+    rates = [float(o.learning_rate) for o in model.peer_optimizers]
+    np.testing.assert_allclose(rates, [0.025, 0.0025], rtol=1e-6)
+    with pytest.raises(AttributeError, match="learning rates differ"):
+        model.optimizer.learning_rate  # noqa: B018
+    model.optimizer.learning_rate = 0.2
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.2)
+
+
+def test_reduce_lr_on_plateau_reduces_every_peer():
+    x, y = data(16)
+    model = cohort(2)
+    model.compile(keras.optimizers.SGD(0.0))  # no progress: a plateau
+    reduce = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1.0)
+    model.optimizer.learning_rate = 0.1
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[reduce], verbose=0)
+    rates = [float(o.learning_rate) for o in model.peer_optimizers]
+    np.testing.assert_allclose(rates, [0.05, 0.05], rtol=1e-6)
+
+
+def test_learning_rate_schedules_run_per_peer():
+    x, y = data(16)
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([2], [0.1, 0.01])
+    model = cohort(2)
+    model.compile(keras.optimizers.SGD(schedule))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    for opt in model.peer_optimizers:
+        assert int(opt.iterations) == 4
+        assert float(opt.learning_rate) == pytest.approx(0.01)
+    assert int(model.optimizer.iterations) == 4
+
+
+# ----------------------------------------------------------- mixed precision
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    x, y = data(64, seed=9)
+    model = cohort(2)
+    model.compile(keras.optimizers.SGD(0.2, momentum=0.9))
+    is_scaled = [isinstance(o, keras.optimizers.LossScaleOptimizer) for o in model.peer_optimizers]
+    assert is_scaled == [policy == "mixed_float16"] * 2
+    first = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
+    assert all(np.isfinite(v) for v in history.history["loss"])
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["loss"] < first
