@@ -507,7 +507,9 @@ class MutualLearningModel(keras.Model):
             current = list(logits)
             for k in range(num_peers):
                 (terms,) = self._terms(y, current, peer_indices=[k])
-                loss, logged[k] = self._peer_objective(k, terms, outputs[k][1], y, counts)
+                loss, logged[k] = self._peer_objective(
+                    k, terms, outputs[k][1], y, counts
+                )
                 scaled_loss = self.peer_optimizers[k].scale_loss(loss)
                 with tape.stop_recording():
                     self._apply_peer_gradients(k, tape, scaled_loss)

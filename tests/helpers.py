@@ -29,7 +29,10 @@ def data(num_examples=32, seed=0, unlabeled=0):
 
 
 def batches(x, y, batch_size):
-    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return [
+        (x[i : i + batch_size], y[i : i + batch_size])
+        for i in range(0, len(x), batch_size)
+    ]
 
 
 def assert_weights_close(a, b, rtol=1e-5, atol=1e-6):

@@ -14,7 +14,9 @@ def _log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def _reference(labels, logits_list, kl_weight, temperature, mimicry, label_smoothing=0.0):
+def _reference(
+    labels, logits_list, kl_weight, temperature, mimicry, label_smoothing=0.0
+):
     """Straight from the formula of DESIGN.md, in float64, example by example."""
     num_peers, num_classes = len(logits_list), logits_list[0].shape[-1]
     probs_t = [np.exp(_log_softmax(z / temperature)) for z in logits_list]
@@ -48,7 +50,9 @@ CASES = list(
 def test_matches_numpy_reference(num_peers, mimicry, temperature, unlabeled):
     rng = np.random.default_rng(num_peers * 100 + int(temperature) * 10 + unlabeled)
     batch, num_classes = 16, 7
-    logits = [rng.normal(scale=3.0, size=(batch, num_classes)) for _ in range(num_peers)]
+    logits = [
+        rng.normal(scale=3.0, size=(batch, num_classes)) for _ in range(num_peers)
+    ]
     labels = rng.integers(0, num_classes, size=batch)
     if unlabeled:
         labels[rng.choice(batch, size=6, replace=False)] = -1
@@ -80,7 +84,9 @@ def test_terms_split_loss_into_ce_and_kl():
     labels = rng.integers(0, 5, size=8)
     terms = losses.mutual_learning_terms(labels, logits, kl_weight=0.5, temperature=2.0)
     for t in terms:
-        assert float(t.loss) == pytest.approx(float(t.ce) + 0.5 * 4.0 * float(t.kl), rel=1e-6)
+        assert float(t.loss) == pytest.approx(
+            float(t.ce) + 0.5 * 4.0 * float(t.kl), rel=1e-6
+        )
     only_second = losses.mutual_learning_terms(
         labels, logits, kl_weight=0.5, temperature=2.0, peer_indices=[1]
     )
@@ -138,4 +144,6 @@ def test_bad_logits_raise():
     with pytest.raises(ValueError, match="at least 2 peers"):
         losses.mutual_learning_losses(np.array([0, 1]), [z])
     with pytest.raises(ValueError, match="same num_classes"):
-        losses.mutual_learning_losses(np.array([0, 1]), [z, np.zeros((2, 4), "float32")])
+        losses.mutual_learning_losses(
+            np.array([0, 1]), [z, np.zeros((2, 4), "float32")]
+        )

@@ -29,14 +29,26 @@ def cohort(num_peers=2, **kwargs):
     [
         (lambda: [dense_peer(0)], {}, "at least 2 peers"),
         (lambda: [], {}, "at least 2 peers"),
-        (lambda: [dense_peer(0), dense_peer(1, num_classes=5)], {}, "same number of classes"),
+        (
+            lambda: [dense_peer(0), dense_peer(1, num_classes=5)],
+            {},
+            "same number of classes",
+        ),
         (lambda: [dense_peer(0)] * 2, {}, "appears twice"),
         (lambda: [dense_peer(0), dense_peer(1)], {"kl_weight": -0.5}, "kl_weight=-0.5"),
         (lambda: [dense_peer(0), dense_peer(1)], {"temperature": 0}, "temperature=0"),
-        (lambda: [dense_peer(0), dense_peer(1)], {"temperature": -2.0}, "temperature=-2.0"),
+        (
+            lambda: [dense_peer(0), dense_peer(1)],
+            {"temperature": -2.0},
+            "temperature=-2.0",
+        ),
         (lambda: [dense_peer(0), dense_peer(1)], {"mimicry": "avg"}, "mimicry='avg'"),
         (lambda: [dense_peer(0), dense_peer(1)], {"update": "async"}, "update='async'"),
-        (lambda: [dense_peer(0), dense_peer(1)], {"aux_loss_weight": -1}, "aux_loss_weight=-1"),
+        (
+            lambda: [dense_peer(0), dense_peer(1)],
+            {"aux_loss_weight": -1},
+            "aux_loss_weight=-1",
+        ),
         (lambda: dense_peer(0), {}, "must be a list"),
         (lambda: [dense_peer(0), "resnet32"], {}, "index 1"),
     ],
@@ -57,7 +69,9 @@ def test_peers_sharing_weights_are_rejected():
 
 def test_multi_output_peer_is_rejected():
     inputs = keras.Input((3,))
-    two = keras.Model(inputs, [keras.layers.Dense(4)(inputs), keras.layers.Dense(4)(inputs)])
+    two = keras.Model(
+        inputs, [keras.layers.Dense(4)(inputs), keras.layers.Dense(4)(inputs)]
+    )
     with pytest.raises(ValueError, match="2 outputs"):
         keras_dml.MutualLearningModel([two, dense_peer(0)])
 
@@ -106,7 +120,9 @@ def test_optimizer_built_for_another_model_is_rejected():
 def test_logs_have_every_documented_key():
     x, y = data(32, unlabeled=4)
     model = cohort(3)
-    model.compile("sgd", metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)])
+    model.compile(
+        "sgd", metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)]
+    )
     history = model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), verbose=0)
     names = ["loss", "ensemble_accuracy", "ensemble_sparse_top_k_categorical_accuracy"]
     for i in range(3):
@@ -115,7 +131,9 @@ def test_logs_have_every_documented_key():
     assert set(history.history) == set(names) | {f"val_{n}" for n in names}
     assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == set(names)
     logs = history.history
-    assert logs["loss"][0] == pytest.approx(sum(logs[f"peer{i}_loss"][0] for i in range(3)))
+    assert logs["loss"][0] == pytest.approx(
+        sum(logs[f"peer{i}_loss"][0] for i in range(3))
+    )
 
 
 def test_evaluate_reports_loss_terms_and_metrics_on_known_predictions():
@@ -161,7 +179,9 @@ def test_one_simultaneous_step_equals_each_peers_own_gradient_step():
 
         def loss_k(k=k, peer=peer):
             zs = [peer(x, training=True) if j == k else logits[j] for j in range(3)]
-            return losses.mutual_learning_losses(y, zs, kl_weight=0.8, temperature=2.0)[k]
+            return losses.mutual_learning_losses(y, zs, kl_weight=0.8, temperature=2.0)[
+                k
+            ]
 
         expected.append(_manual_sgd_step(peer, loss_k, lr))
     model.compile(keras.optimizers.SGD(lr))
@@ -207,7 +227,7 @@ def _reference_algorithm1(peers, steps, lr, kl_weight):
         for k, peer in enumerate(peers):
             current = [p(x, training=True) for p in peers]
 
-            def loss_k(k=k, peer=peer, current=current):
+            def loss_k(k=k, peer=peer, current=current, x=x, y=y):
                 zs = list(current)
                 zs[k] = peer(x, training=True)
                 return losses.mutual_learning_losses(y, zs, kl_weight=kl_weight)[k]
@@ -240,7 +260,9 @@ def test_sequential_update_matches_algorithm_1(num_peers):
     other.compile(keras.optimizers.SGD(0.5))
     other.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     # The last peer sees updated targets only in sequential mode.
-    assert not np.allclose(simultaneous[-1].get_weights()[0], peers[-1].get_weights()[0])
+    assert not np.allclose(
+        simultaneous[-1].get_weights()[0], peers[-1].get_weights()[0]
+    )
 
 
 def test_sequential_recompute_leaves_batchnorm_statistics_updated_once():
@@ -280,13 +302,17 @@ def test_regularization_and_auxiliary_losses_count():
         "aux_logits": [keras.layers.Dense(NUM_CLASSES)(h)],
     }
     aux_peer = keras.Model(inputs, outputs)
-    model = keras_dml.MutualLearningModel([aux_peer, dense_peer(3)], aux_loss_weight=0.5)
+    model = keras_dml.MutualLearningModel(
+        [aux_peer, dense_peer(3)], aux_loss_weight=0.5
+    )
     model.compile(keras.optimizers.SGD(0.1))
     x, y = data(8)
     regularization = float(sum(aux_peer.losses))
     assert regularization > 0
     out = aux_peer(x)
-    aux_ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, out["aux_logits"][0])
+    aux_ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+        y, out["aux_logits"][0]
+    )
 
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
     # Evaluation: regularization counts, auxiliary classifiers do not.
@@ -295,7 +321,8 @@ def test_regularization_and_auxiliary_losses_count():
     )
     train_logs = model.train_on_batch(x, y, return_dict=True)
     assert train_logs["peer0_loss"] == pytest.approx(
-        logs["peer0_ce"] + logs["peer0_kl"] + regularization + 0.5 * float(aux_ce), rel=1e-5
+        logs["peer0_ce"] + logs["peer0_kl"] + regularization + 0.5 * float(aux_ce),
+        rel=1e-5,
     )
     assert train_logs["peer1_loss"] == pytest.approx(logs["peer1_loss"], rel=1e-5)
 
@@ -321,7 +348,9 @@ def test_reduce_lr_on_plateau_reduces_every_peer():
     x, y = data(16)
     model = cohort(2)
     model.compile(keras.optimizers.SGD(0.0))  # no progress: a plateau
-    reduce = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1.0)
+    reduce = keras.callbacks.ReduceLROnPlateau(
+        monitor="loss", factor=0.5, patience=0, min_delta=1.0
+    )
     model.optimizer.learning_rate = 0.1
     model.fit(x, y, batch_size=8, epochs=2, callbacks=[reduce], verbose=0)
     rates = [float(o.learning_rate) for o in model.peer_optimizers]
@@ -349,7 +378,10 @@ def test_mixed_precision_trains(policy):
     x, y = data(64, seed=9)
     model = cohort(2)
     model.compile(keras.optimizers.SGD(0.2, momentum=0.9))
-    is_scaled = [isinstance(o, keras.optimizers.LossScaleOptimizer) for o in model.peer_optimizers]
+    is_scaled = [
+        isinstance(o, keras.optimizers.LossScaleOptimizer)
+        for o in model.peer_optimizers
+    ]
     assert is_scaled == [policy == "mixed_float16"] * 2
     first = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
     history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)

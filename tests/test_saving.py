@@ -17,7 +17,9 @@ def trained_cohort(epochs=2, **kwargs):
         [
             keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
             keras.optimizers.Adam(1e-2),
-            keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5)),
+            keras.optimizers.SGD(
+                keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5)
+            ),
         ],
         metrics=["accuracy"],
     )
@@ -84,7 +86,9 @@ def test_weights_file_round_trip_includes_optimizer_state(tmp_path):
         [
             keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
             keras.optimizers.Adam(1e-2),
-            keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5)),
+            keras.optimizers.SGD(
+                keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5)
+            ),
         ]
     )
     fresh.load_weights(path)
@@ -141,4 +145,6 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
     assert [int(o.iterations) for o in resumed.peer_optimizers] == [12, 12]
     assert_weights_close(uninterrupted.get_weights(), resumed.get_weights())
     for a, b in zip(uninterrupted.peer_optimizers, resumed.peer_optimizers):
-        assert_weights_close([v.numpy() for v in a.variables], [v.numpy() for v in b.variables])
+        assert_weights_close(
+            [v.numpy() for v in a.variables], [v.numpy() for v in b.variables]
+        )

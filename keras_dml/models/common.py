@@ -38,9 +38,14 @@ def conv(filters, kernel_size, strides=1, name=None):
 
 
 def check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int)
+        or num_classes < 2
+    ):
         raise ValueError(
-            f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
+            "`num_classes` must be an integer >= 2. "
+            f"Received: num_classes={num_classes!r}"
         )
 
 

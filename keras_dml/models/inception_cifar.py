@@ -71,7 +71,9 @@ class InceptionV1CIFAR(keras.Model):
     ):
         common.check_num_classes(num_classes)
         if not 0 <= dropout < 1:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+            raise ValueError(
+                f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
+            )
         sync = synchronized_batchnorm
 
         inputs = keras.Input(shape=input_shape, name="images")
@@ -153,5 +155,8 @@ def _aux_classifier(x, num_classes, sync, name):
 
 
 def inception_v1_cifar(num_classes=100, **kwargs):
-    """InceptionV1 for CIFAR (7.7M parameters at 100 classes). See `InceptionV1CIFAR`."""
+    """InceptionV1 for CIFAR (7.66M parameters at 100 classes).
+
+    See `InceptionV1CIFAR`.
+    """
     return InceptionV1CIFAR(num_classes=num_classes, **kwargs)

@@ -64,7 +64,9 @@ class MobileNetCIFAR(keras.Model):
         if not alpha > 0:
             raise ValueError(f"`alpha` must be > 0. Received: alpha={alpha!r}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+            raise ValueError(
+                f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
+            )
         sync = synchronized_batchnorm
 
         inputs = keras.Input(shape=input_shape, name="images")

@@ -49,8 +49,15 @@ class ResNetCIFAR(keras.Model):
         name=None,
         **kwargs,
     ):
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"`depth` must be 6n+2 with n >= 1. Received: depth={depth!r}")
+        if (
+            isinstance(depth, bool)
+            or not isinstance(depth, int)
+            or depth < 8
+            or (depth - 2) % 6
+        ):
+            raise ValueError(
+                f"`depth` must be 6n+2 with n >= 1. Received: depth={depth!r}"
+            )
         common.check_num_classes(num_classes)
         blocks_per_stage = (depth - 2) // 6
         sync = synchronized_batchnorm
@@ -62,7 +69,9 @@ class ResNetCIFAR(keras.Model):
         for stage, filters in enumerate((16, 32, 64)):
             for block in range(blocks_per_stage):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = _basic_block(x, filters, strides, sync, f"stage{stage + 1}_block{block + 1}")
+                x = _basic_block(
+                    x, filters, strides, sync, f"stage{stage + 1}_block{block + 1}"
+                )
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs = common.classifier(num_classes)(x)
         super().__init__(
@@ -113,7 +122,11 @@ class ZeroPadShortcut(layers.Layer):
         return (batch, shrink(height), shrink(width), self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "strides": self.strides,
+        }
 
 
 def _basic_block(x, filters, strides, sync, name):

@@ -43,12 +43,23 @@ class WideResNet(keras.Model):
         name=None,
         **kwargs,
     ):
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"`depth` must be 6n+4 with n >= 1. Received: depth={depth!r}")
+        if (
+            isinstance(depth, bool)
+            or not isinstance(depth, int)
+            or depth < 10
+            or (depth - 4) % 6
+        ):
+            raise ValueError(
+                f"`depth` must be 6n+4 with n >= 1. Received: depth={depth!r}"
+            )
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"`width` must be an integer >= 1. Received: width={width!r}")
+            raise ValueError(
+                f"`width` must be an integer >= 1. Received: width={width!r}"
+            )
         if not 0 <= dropout < 1:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+            raise ValueError(
+                f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
+            )
         common.check_num_classes(num_classes)
         blocks_per_group = (depth - 4) // 6
         sync = synchronized_batchnorm
@@ -59,7 +70,12 @@ class WideResNet(keras.Model):
             for block in range(blocks_per_group):
                 strides = 2 if group > 0 and block == 0 else 1
                 x = _wide_block(
-                    x, filters, strides, dropout, sync, f"group{group + 1}_block{block + 1}"
+                    x,
+                    filters,
+                    strides,
+                    dropout,
+                    sync,
+                    f"group{group + 1}_block{block + 1}",
                 )
         x = common.batch_norm(sync, "final_bn")(x)
         x = layers.ReLU(name="final_relu")(x)

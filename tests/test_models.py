@@ -1,0 +1,115 @@
+"""The four CIFAR peer networks of the paper."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_dml
+from keras_dml import models
+
+# Pinned parameter counts at 100 classes (the paper's figures in comments).
+PARAMETER_COUNTS = {
+    "resnet32": 472_276,  # 0.46M
+    "mobilenet_cifar": 3_331_364,  # 3.3M
+    "inception_v1_cifar": 7_656_172,  # 7.8M
+    "wide_resnet": 36_554_836,  # 36.5M
+}
+PAPER_COUNTS = {
+    "resnet32": 0.46e6,
+    "mobilenet_cifar": 3.3e6,
+    "inception_v1_cifar": 7.8e6,
+    "wide_resnet": 36.5e6,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+def test_parameter_counts_are_pinned_and_near_the_paper(name):
+    net = models.get(name, num_classes=100)
+    assert net.count_params() == PARAMETER_COUNTS[name]
+    assert abs(net.count_params() / PAPER_COUNTS[name] - 1) <= 0.03
+
+
+@pytest.mark.parametrize("name", ["resnet32", "mobilenet_cifar", "inception_v1_cifar"])
+def test_forward_shapes(name):
+    net = models.get(name, num_classes=10)
+    out = net(np.zeros((2, 32, 32, 3), "float32"), training=False)
+    logits, aux = keras_dml.mutual_learning.split_peer_output(out, net.name)
+    assert tuple(logits.shape) == (2, 10)
+    assert [tuple(a.shape) for a in aux] == (
+        [(2, 10), (2, 10)] if "inception" in name else []
+    )
+
+
+def test_wide_resnet_small_forward():
+    net = models.wide_resnet(num_classes=10, depth=10, width=1, dropout=0.3)
+    assert tuple(net(np.zeros((1, 32, 32, 3), "float32")).shape) == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: models.resnet32(num_classes=10),
+        lambda: models.mobilenet_cifar(num_classes=10, alpha=0.25, dropout=0.1),
+        lambda: models.inception_v1_cifar(num_classes=10),
+        lambda: models.wide_resnet(num_classes=10, depth=10, width=2),
+    ],
+)
+def test_config_and_keras_file_round_trip(make, tmp_path):
+    net = make()
+    config = net.get_config()
+    assert net.__class__.from_config(config).get_config() == config
+    path = str(tmp_path / "peer.keras")
+    net.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(net) and loaded.name == net.name
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    a, b = net(x, training=False), loaded(x, training=False)
+    for u, v in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def test_peers_of_one_architecture_get_distinct_names():
+    names = [models.resnet32(num_classes=10).name for _ in range(3)]
+    assert len(set(names)) == 3
+
+
+def test_synchronized_batchnorm_flag_reaches_every_batchnorm():
+    net = models.resnet32(num_classes=10, synchronized_batchnorm=True)
+    bns = [
+        layer
+        for layer in net.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert bns and all(bn.synchronized for bn in bns)
+
+
+def test_cohort_of_heterogeneous_cifar_peers_trains_and_saves(tmp_path):
+    peers = [models.inception_v1_cifar(num_classes=5), models.resnet32(num_classes=5)]
+    model = keras_dml.MutualLearningModel(peers)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), metrics=["accuracy"])
+    x = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 5
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    path = str(tmp_path / "cohort.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for a, b in zip(model.predict(x, verbose=0), loaded.predict(x, verbose=0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: models.get("resnet33"), "Valid names: resnet32, wide_resnet"),
+        (lambda: models.ResNetCIFAR(depth=33), "depth=33"),
+        (lambda: models.WideResNet(depth=27), "depth=27"),
+        (lambda: models.WideResNet(width=0), "width=0"),
+        (lambda: models.resnet32(num_classes=1), "num_classes=1"),
+        (lambda: models.mobilenet_cifar(alpha=0), "alpha=0"),
+        (lambda: models.inception_v1_cifar(dropout=1.0), "dropout=1.0"),
+    ],
+)
+def test_bad_arguments_raise(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
