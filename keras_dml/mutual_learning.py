@@ -1,6 +1,7 @@
 """`MutualLearningModel`: a cohort of peers trained by Deep Mutual Learning."""
 
 import copy
+import inspect
 
 import keras
 import tensorflow as tf
@@ -91,6 +92,13 @@ def _validate_peers(peers):
                     "peer's optimizer would update them."
                 )
     return peers, (known.pop() if known else None)
+
+
+def _call_takes_training(peer):
+    parameters = inspect.signature(peer.call).parameters
+    return "training" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _uses_float16(peer):
@@ -461,8 +469,8 @@ class MutualLearningModel(keras.Model):
 
     def train_step(self, data):
         x, y = self._unpack(data)
-        if not self.optimizer.built:
-            self.optimizer.build()
+        # Peer optimizers not built yet (peers that were unbuilt at compile
+        # time) build themselves over their peer's variables on first apply.
         if self.update == "sequential":
             logits, logged = self._sequential_step(x, y)
         else:
@@ -526,11 +534,13 @@ class MutualLearningModel(keras.Model):
         second time on the same batch.
         """
         peer = self.peers[k]
+        # Unlike `peer(...)`, `stateless_call` passes `training` on verbatim.
+        kwargs = {"training": True} if _call_takes_training(peer) else {}
         output, _ = peer.stateless_call(
             [v.value for v in peer.trainable_variables],
             [v.value for v in peer.non_trainable_variables],
             x,
-            training=True,
+            **kwargs,
         )
         logits, _ = split_peer_output(output, peer.name)
         return ops.stop_gradient(logits)

@@ -327,6 +327,31 @@ def test_regularization_and_auxiliary_losses_count():
     assert train_logs["peer1_loss"] == pytest.approx(logs["peer1_loss"], rel=1e-5)
 
 
+class SubclassedPeer(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.out = keras.layers.Dense(NUM_CLASSES)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+@pytest.mark.parametrize("update", ["simultaneous", "sequential"])
+def test_unbuilt_subclassed_peers_build_on_first_step(update):
+    peers = [SubclassedPeer(), SubclassedPeer()]
+    model = keras_dml.MutualLearningModel(peers, update=update)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+    x, y = data(16)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for opt, peer in zip(model.peer_optimizers, peers):
+        assert len(peer.trainable_variables) == 4
+        assert int(opt.iterations) == 2
+        assert {id(v) for v in opt._trainable_variables} == {
+            id(v) for v in peer.trainable_variables
+        }
+
+
 # ------------------------------------------------------------ LR handling
 
 
