@@ -279,13 +279,13 @@ class MutualLearningModel(keras.Model):
                     "None (set kl_weight, temperature, mimicry and "
                     f"label_smoothing on the model). Received: {arg}={value!r}"
                 )
-        peer_optimizers = self._make_peer_optimizers(optimizer, auto_scale_loss)
-        wrapper = PeerOptimizers(
-            peer_optimizers, variable_groups=self._peer_trainable_variables
-        )
         # Metric and optimizer variables must be created under the strategy
         # that will run the steps (mirrored variables, sync-on-read metrics).
         with self.distribute_strategy.scope():
+            peer_optimizers = self._make_peer_optimizers(optimizer, auto_scale_loss)
+            wrapper = PeerOptimizers(
+                peer_optimizers, variable_groups=self._peer_trainable_variables
+            )
             self._cohort_metrics = CohortMetrics(len(self.peers), metrics)
             super().compile(
                 optimizer=wrapper,
@@ -320,9 +320,10 @@ class MutualLearningModel(keras.Model):
             config = keras.optimizers.serialize(template)
             optimizers = []
             for i in range(num_peers):
-                clone = keras.optimizers.deserialize(config)
-                clone.name = f"peer{i}_{template.name}"
-                optimizers.append(clone)
+                # A unique name per peer: Keras callbacks log
+                # `learning_rate_<optimizer name>` for each.
+                config["config"]["name"] = f"peer{i}_{template.name}"
+                optimizers.append(keras.optimizers.deserialize(copy.deepcopy(config)))
 
         for i, (opt, peer) in enumerate(zip(optimizers, self.peers)):
             if opt.built:

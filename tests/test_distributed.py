@@ -9,18 +9,26 @@ import keras_dml
 from tests.helpers import data, dense_peer
 
 
-def _train(strategy, initial_weights, x, y, update):
+def _train(strategy, initial_weights, x, y, update, compile_in_scope=True):
     with strategy.scope():
         peers = [dense_peer(1), dense_peer(2), dense_peer(3)]
         model = keras_dml.MutualLearningModel(peers, kl_weight=1.5, update=update)
+    if compile_in_scope:
+        with strategy.scope():
+            model.compile(keras.optimizers.SGD(0.2, momentum=0.9), metrics=["accuracy"])
+    else:
+        # The model remembers the strategy it was created under.
         model.compile(keras.optimizers.SGD(0.2, momentum=0.9), metrics=["accuracy"])
     model.set_weights(initial_weights)
     history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     return model, history
 
 
-@pytest.mark.parametrize("update", ["simultaneous", "sequential"])
-def test_mirrored_matches_one_device_on_the_global_batch(update):
+@pytest.mark.parametrize(
+    "update,compile_in_scope",
+    [("simultaneous", True), ("sequential", True), ("simultaneous", False)],
+)
+def test_mirrored_matches_one_device_on_the_global_batch(update, compile_in_scope):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) == 2, "conftest.py should configure two logical CPUs"
     x, y = data(32, seed=21)
@@ -34,7 +42,7 @@ def test_mirrored_matches_one_device_on_the_global_batch(update):
     ).get_weights()
 
     mirrored, mirrored_history = _train(
-        tf.distribute.MirroredStrategy(devices), initial, x, y, update
+        tf.distribute.MirroredStrategy(devices), initial, x, y, update, compile_in_scope
     )
     assert mirrored.distribute_strategy.num_replicas_in_sync == 2
     single, single_history = _train(
