@@ -271,7 +271,6 @@ def test_sequential_recompute_leaves_batchnorm_statistics_updated_once():
     twins = [keras.models.clone_model(p) for p in peers]
     for t, p in zip(twins, peers):
         t.set_weights(p.get_weights())
-    keras_dml.MutualLearningModel(peers, update="sequential").compile("sgd")
     seq = keras_dml.MutualLearningModel(peers, update="sequential")
     seq.compile(keras.optimizers.SGD(0.1))
     seq.train_on_batch(x, y)
