@@ -1,0 +1,42 @@
+"""Shared helpers for the benchmarks: machine description and repeated timing.
+
+Benchmarks are measured, never asserted. This machine is shared and noisy, so
+every figure is the median of several runs and every ratio is taken between
+measurements made in the same run.
+"""
+
+import os
+import platform
+import statistics
+import time
+
+
+def machine():
+    """One line: CPU model, cores, Python, TensorFlow and Keras versions."""
+    import keras
+    import tensorflow as tf
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
+
+
+def median_rate(run, items, repeats):
+    """Median items/second of `run()` over `repeats` calls (each processing
+    `items` items), and all the rates, highest first."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(items / (time.perf_counter() - start))
+    return statistics.median(rates), sorted(rates, reverse=True)

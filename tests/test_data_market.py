@@ -1,0 +1,254 @@
+"""Market-1501: file lists from a folder or the zip, the tf.data pipeline, and
+the TFDS builder, on a tiny fake dataset written in the original layout."""
+
+import os
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from data_fixtures import MARKET, jpeg, market_name, write_market_tree, zip_tree
+
+from keras_dml.data import market1501, market1501_dataset, read_market1501
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_market_tree(tmp_path_factory.mktemp("market"))
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return zip_tree(write_market_tree(tmp_path_factory.mktemp("market_zip")))
+
+
+@pytest.fixture(params=["folder", "zip"])
+def root(request, tree, archive):
+    return tree if request.param == "folder" else archive
+
+
+def test_train_split(root):
+    split = read_market1501(root, "train")
+    names = [os.path.basename(p) for p in split.paths]
+    assert names == sorted(names) and len(names) == 6  # Thumbs.db ignored.
+    assert split.person_ids.tolist() == [2, 2, 7, 7, 9, 9]
+    assert split.camera_ids.tolist() == [1, 2, 1, 2, 1, 2]
+    assert split.labels.tolist() == [0, 0, 1, 1, 2, 2]  # Sorted ids -> 0..n-1.
+
+
+def test_gallery_drops_junk_and_keeps_distractors(root):
+    paths, pids, camids, labels = read_market1501(root, "gallery")
+    assert labels is None
+    assert sorted(pids.tolist()) == [0, 3, 3, 5, 8]
+    assert -1 not in pids and len(paths) == 5
+    assert os.path.basename(paths[0]) == market_name(0, 1, 24)
+
+
+def test_zip_paths_name_the_member(archive):
+    split = read_market1501(archive, "query")
+    assert split.paths[0] == f"{archive}/{MARKET}/query/{market_name(3, 1, 10)}"
+
+
+def test_parent_folder_is_accepted(tree):
+    split = read_market1501(os.path.dirname(tree), "query")
+    assert split.person_ids.tolist() == [3, 5, 8]
+
+
+def test_a_jpg_with_a_bad_name_is_named(tmp_path):
+    root = write_market_tree(tmp_path)
+    bad = os.path.join(root, "query", "0003_camera1.jpg")
+    with open(bad, "wb") as f:
+        f.write(jpeg(0))
+    with pytest.raises(
+        ValueError, match=r"0003_camera1\.jpg: not a Market-1501 image name"
+    ):
+        read_market1501(root, "query")
+    os.remove(bad)
+    with open(os.path.join(root, "query", market_name(3, 7, 1)), "wb") as f:
+        f.write(jpeg(0))  # Camera 7 does not exist.
+    with pytest.raises(ValueError, match="_c7s1_"):
+        read_market1501(root, "query")
+
+
+def test_counts_are_checked_only_for_the_full_dataset(tmp_path, tree):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_market1501(tree, "train")  # A partial copy: no warning.
+    full = write_market_tree(tmp_path, full_layout=True)
+    with pytest.warns(
+        UserWarning, match=r"6 images of 3 ids; the full Market-1501 has 12,936"
+    ):
+        read_market1501(full, "train")
+    with pytest.warns(UserWarning, match=r"15,913 images"):
+        read_market1501(zip_tree(full), "gallery")
+
+
+def test_bad_roots(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_market1501(tmp_path / "nope.zip")
+    with pytest.raises(ValueError, match="is not Market-1501"):
+        read_market1501(tmp_path)
+    with pytest.raises(ValueError, match="`split` must be one of"):
+        read_market1501(tmp_path, "test")
+    bad_zip = tmp_path / f"{MARKET}.zip"
+    bad_zip.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not a readable zip archive"):
+        read_market1501(bad_zip)
+
+
+def test_zip_member_escaping_the_folder(tmp_path, tree):
+    path = tmp_path / f"{MARKET}.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{MARKET}/query/{market_name(3, 1, 10)}", jpeg(1))
+        zf.writestr("../evil.jpg", b"x")
+    with pytest.raises(ValueError, match="points outside the archive's folder"):
+        read_market1501(path, "query")
+
+
+def test_training_pipeline(root):
+    dataset = market1501_dataset(
+        root, "train", image_size=(64, 32), batch_size=4, seed=0
+    )
+    batches = list(dataset)
+    assert len(batches) == 1  # 6 images, batch 4, remainder dropped.
+    images, labels = batches[0]
+    assert images.shape == (4, 64, 32, 3) and images.dtype == tf.float32
+    assert labels.dtype == tf.int32 and set(labels.numpy()) <= {0, 1, 2}
+    # ImageNet normalization of 0..255 pixels stays within about [-2.2, 2.7].
+    assert -2.2 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 2.7
+
+
+def test_evaluation_pipeline_is_ordered_and_carries_ids(root):
+    batches = list(
+        market1501_dataset(root, "gallery", image_size=(128, 64), batch_size=2)
+    )
+    assert [len(b[0]) for b in batches] == [2, 2, 1]
+    pids = np.concatenate([b[1]["person_id"] for b in batches])
+    camids = np.concatenate([b[1]["camera_id"] for b in batches])
+    split = read_market1501(root, "gallery")
+    np.testing.assert_array_equal(pids, split.person_ids)
+    np.testing.assert_array_equal(camids, split.camera_ids)
+    # At the original size the decoded pixels are the JPEG's, unnormalized with "none".
+    raw = list(
+        market1501_dataset(
+            root, "query", image_size=(128, 64), batch_size=3, normalization="none"
+        )
+    )[0][0].numpy()
+    expected = tf.io.decode_jpeg(jpeg(10)).numpy().astype(np.float32)
+    np.testing.assert_allclose(raw[0], expected, atol=1e-3)
+
+
+def test_flips_follow_the_seed_and_epoch(tree):
+    kwargs = dict(
+        image_size=(32, 16), batch_size=6, seed=4, epochs=3, normalization="none"
+    )
+    full = [b[0].numpy() for b in market1501_dataset(tree, "train", **kwargs)]
+    resumed = [
+        b[0].numpy()
+        for b in market1501_dataset(tree, "train", initial_epoch=2, **kwargs)
+    ]
+    np.testing.assert_array_equal(full[2], resumed[0])
+    # The same order unaugmented: each image is either as stored or mirrored.
+    plain = [
+        b[0].numpy() for b in market1501_dataset(tree, "train", augment=False, **kwargs)
+    ]
+    flipped = [
+        np.array_equal(a, p[:, ::-1]) and not np.array_equal(a, p)
+        for batch, plain_batch in zip(full, plain)
+        for a, p in zip(batch, plain_batch)
+    ]
+    unchanged = [
+        np.array_equal(a, p)
+        for batch, p_batch in zip(full, plain)
+        for a, p in zip(batch, p_batch)
+    ]
+    assert all(f or u for f, u in zip(flipped, unchanged))
+    assert 0 < sum(flipped) < len(flipped)
+
+
+def test_random_erasing_changes_pixels(tree):
+    kwargs = dict(
+        image_size=(64, 32), batch_size=6, seed=1, epochs=1, normalization="none"
+    )
+    plain = next(iter(market1501_dataset(tree, "train", **kwargs)))[0].numpy()
+    erased = next(
+        iter(market1501_dataset(tree, "train", random_erasing=1.0, **kwargs))
+    )[0]
+    changed = np.abs(erased.numpy() - plain).reshape(6, -1).max(1)
+    assert (changed > 0).all()
+    with pytest.raises(ValueError, match="`random_erasing` is a probability"):
+        market1501_dataset(tree, "train", random_erasing=2.0)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_a_jpeg", "empty"])
+def test_a_corrupt_jpeg_is_named(tmp_path, damage):
+    root = write_market_tree(tmp_path)
+    name = market_name(5, 2, 11)
+    path = os.path.join(root, "query", name)
+    data = open(path, "rb").read()
+    data = {
+        "truncated": data[: len(data) // 2],
+        "not_a_jpeg": b"GIF89a" + data,
+        "empty": b"",
+    }[damage]
+    with open(path, "wb") as f:
+        f.write(data)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=rf"{name}: not a complete JPEG"
+    ):
+        list(market1501_dataset(root, "query", batch_size=3))
+
+
+def test_bad_arguments(tree):
+    with pytest.raises(ValueError, match="`normalization` must be one of"):
+        market1501_dataset(tree, "train", normalization="caffe")
+
+
+def test_tfds_builder(tmp_path, archive):
+    import tensorflow_datasets as tfds
+
+    import keras_dml.data.market1501_tfds  # noqa: F401  (registers the builder)
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    os.symlink(archive, manual / f"{MARKET}.zip")
+    builder = tfds.builder("market1501", data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual))
+    )
+    assert {name: info.num_examples for name, info in builder.info.splits.items()} == {
+        "train": 6,
+        "query": 3,
+        "gallery": 5,
+    }
+    examples = list(
+        tfds.as_numpy(builder.as_dataset(split="query", shuffle_files=False))
+    )
+    by_name = {e["file_name"].decode(): e for e in examples}
+    example = by_name[market_name(3, 1, 10)]
+    assert (
+        example["person_id"] == 3
+        and example["camera_id"] == 1
+        and example["label"] == -1
+    )
+    np.testing.assert_array_equal(example["image"], tf.io.decode_jpeg(jpeg(10)).numpy())
+    train = list(tfds.as_numpy(builder.as_dataset(split="train")))
+    assert sorted(e["label"] for e in train) == [0, 0, 1, 1, 2, 2]
+
+
+def test_tfds_builder_without_the_manual_download(tmp_path):
+    import tensorflow_datasets as tfds
+
+    import keras_dml.data.market1501_tfds  # noqa: F401
+
+    builder = tfds.builder("market1501", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(AssertionError, match="Market-1501"):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path))
+        )
+
+
+def test_constants():
+    assert market1501.FULL_COUNTS["train"] == (12_936, 751)
+    assert market1501.NUM_TRAIN_IDS == 751
