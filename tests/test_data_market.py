@@ -201,7 +201,7 @@ def test_a_corrupt_jpeg_is_named(tmp_path, damage):
 
 
 def test_bad_arguments(tree):
-    with pytest.raises(ValueError, match="`normalization` must be one of"):
+    with pytest.raises(ValueError, match="Unknown normalization 'caffe'"):
         market1501_dataset(tree, "train", normalization="caffe")
 
 

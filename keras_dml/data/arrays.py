@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_dml.data import augment as augment_ops
 from keras_dml.data.epochs import index_batches, resolve_seed
+from keras_dml.data.normalization import normalize
 
 # Numbers each element draws: crop row, crop column, flip.
 _NUM_RANDOM = 3
@@ -90,7 +91,7 @@ def array_dataset(
             x = augment_ops.pad_and_crop(x, offsets, padding)
             if flip:
                 x = augment_ops.flip_left_right(x, random[:, 2] < 0.5)
-        return augment_ops.normalize(x, mean, std), tf.gather(labels, batch["index"])
+        return normalize(x, mean, std), tf.gather(labels, batch["index"])
 
     # `deterministic=True` keeps batch order fixed even with parallel calls.
     dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -34,11 +34,3 @@ def flip_left_right(images, flips):
     return tf.where(
         flips[:, tf.newaxis, tf.newaxis, tf.newaxis], images[:, :, ::-1], images
     )
-
-
-def normalize(images, mean, std):
-    """uint8 (or 0..255 float) images -> float32 `(x / 255 - mean) / std`."""
-    images = tf.cast(images, tf.float32) / 255.0
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
-    return (images - mean) / std

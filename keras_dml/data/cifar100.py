@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_dml.data import archives
 from keras_dml.data.arrays import array_dataset
+from keras_dml.data.normalization import NORMALIZATIONS
 from keras_dml.data.safe_pickle import load_numpy_pickle
 
 NUM_CLASSES = 100
@@ -21,8 +22,7 @@ NUM_COARSE_CLASSES = 20
 NUM_EXAMPLES = {"train": 50_000, "test": 10_000}
 SPLITS = ("train", "test")
 IMAGE_SHAPE = (32, 32, 3)
-MEAN = (0.5071, 0.4865, 0.4409)
-STD = (0.2673, 0.2564, 0.2762)
+MEAN, STD = NORMALIZATIONS["cifar100"]
 
 _PIXELS = 32 * 32 * 3
 _RECORD_BYTES = 2 + _PIXELS

@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras_dml.data import archives
 from keras_dml.data import augment as augment_ops
 from keras_dml.data.epochs import index_batches, resolve_seed
+from keras_dml.data.normalization import check_normalization, normalize
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 SPLIT_FOLDERS = {
@@ -40,14 +41,6 @@ NUM_TRAIN_IDS = 751
 IMAGE_SIZE = (128, 64)
 JUNK_ID = -1
 DISTRACTOR_ID = 0
-NORMALIZATIONS = {
-    # torchvision's ImageNet statistics, as torchreid and fast-reid use.
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # keras.applications MobileNet's [-1, 1] scaling.
-    "mobilenet": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    # Float pixels in 0..255, for models that preprocess themselves.
-    "none": ((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)),
-}
 DOWNLOAD_HINT = (
     "Market-1501 is a manual download: get Market-1501-v15.09.15.zip from the "
     "dataset's page (Zheng et al., ICCV 2015) and pass the zip or the folder it "
@@ -289,19 +282,16 @@ def market1501_dataset(
             training image (`keras.layers.RandomErasing`, noise fill); 0 for none.
             Its randomness comes from the layer's own seeded generator, so unlike
             the order and flips it is not keyed on the epoch.
-        normalization: "imagenet" (mean/std), "mobilenet" ([-1, 1]) or "none"
-            (0..255): match the backbone's pretrained weights.
+        normalization: a name from `keras_dml.data.normalization`:
+            "imagenet" (mean/std), "mobilenet" ([-1, 1]), "none" (0..255), ...:
+            match the backbone's pretrained weights.
         seed, drop_remainder, epochs, initial_epoch, input_context: as in
             `keras_dml.data.cifar100_dataset`.
 
     A corrupt or truncated JPEG stops iteration with an error naming the file.
     """
     _check_split(split)
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"`normalization` must be one of {tuple(NORMALIZATIONS)}. "
-            f"Received: normalization={normalization!r}"
-        )
+    mean, std = check_normalization(normalization)
     if not 0.0 <= random_erasing <= 1.0:
         raise ValueError(
             f"`random_erasing` is a probability in [0, 1]. Received: {random_erasing}"
@@ -333,7 +323,6 @@ def market1501_dataset(
         }
     )
     targets = {k: tf.constant(v) for k, v in targets.items()}
-    mean, std = NORMALIZATIONS[normalization]
     eraser = (
         keras.layers.RandomErasing(
             factor=(random_erasing, random_erasing), value_range=(0, 255), seed=seed
@@ -356,7 +345,7 @@ def market1501_dataset(
             images = augment_ops.flip_left_right(images, batch["random"][:, 0] < 0.5)
         if eraser is not None:
             images = eraser(images, training=True)
-        images = augment_ops.normalize(images, mean, std)
+        images = normalize(images, mean, std)
         picked = {k: tf.gather(v, index) for k, v in targets.items()}
         return images, picked["label"] if training else picked
 

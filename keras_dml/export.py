@@ -1,0 +1,276 @@
+"""Exporting a trained cohort for TF Serving: one SavedModel per peer, and one
+for the ensemble, in the `<model name>/<version>/` layout TF Serving expects.
+
+Each SavedModel takes raw pixels (uint8 `images` [batch, H, W, 3]) and does the
+training-time normalization in its graph, so a client sends images as they
+are. Signatures:
+
+- `serving_default`: `probabilities` (float32 [batch, num_classes]),
+  `classes` (int64 [batch]) and `logits` (float32; for the ensemble, the log
+  of the averaged probabilities, which are logits of the same softmax).
+- `embed` (peers that return an "embedding", e.g. re-ID peers): `embedding`
+  (float32 [batch, dim]); the ensemble's is the concatenation of its peers',
+  as the DML re-ID evaluation uses.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_dml.data.normalization import check_normalization, normalize
+from keras_dml.mutual_learning import MutualLearningModel, split_peer_output
+
+ENSEMBLE = "ensemble"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _peers_of(model):
+    if isinstance(model, MutualLearningModel):
+        return list(model.peers)
+    if (
+        isinstance(model, (list, tuple))
+        and model
+        and all(isinstance(p, keras.Model) for p in model)
+    ):
+        return list(model)
+    raise ValueError(
+        "`model` must be a keras_dml.MutualLearningModel or a list of Keras models. "
+        f"Received: {type(model).__name__}"
+    )
+
+
+def folder_names(peers):
+    """A folder (= TF Serving model) name per peer: the peer's name made safe
+    (letters, digits, `_.-`); prefixed with `peer{i}_` when two would collide
+    or one would take the ensemble's name."""
+    names = [_UNSAFE.sub("_", p.name).strip("._") or "peer" for p in peers]
+    if len(set(names)) < len(names) or ENSEMBLE in names:
+        names = [f"peer{i}_{n}" for i, n in enumerate(names)]
+    return names
+
+
+def _image_shape(peers, image_shape):
+    if image_shape is not None:
+        shape = tuple(image_shape)
+    else:
+        try:
+            shape = tuple(peers[0].inputs[0].shape[1:])
+        except (AttributeError, ValueError, TypeError, IndexError):
+            shape = ()
+    if (
+        len(shape) != 3
+        or shape[-1] != 3
+        or any(not isinstance(d, int) or d < 1 for d in shape)
+    ):
+        raise ValueError(
+            "Exported models take images [batch, height, width, 3]; pass "
+            "`image_shape=(height, width, 3)` when the peers' input shape is not "
+            f"known. Received: image_shape={image_shape!r} (peer input shape {shape})"
+        )
+    return shape
+
+
+def _outputs(peer, inputs):
+    output = peer(inputs, training=False)
+    logits, _ = split_peer_output(output, peer.name)
+    embedding = output.get("embedding") if isinstance(output, dict) else None
+    return tf.cast(logits, tf.float32), embedding
+
+
+def _has_embedding(peer):
+    try:
+        return isinstance(peer.output, dict) and "embedding" in peer.output
+    except (AttributeError, ValueError):
+        return False
+
+
+def _classification(probabilities, logits):
+    return {
+        "probabilities": probabilities,
+        "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
+        "logits": logits,
+    }
+
+
+def _archive(peers, shape, mean, std, ensemble):
+    """An ExportArchive serving one peer, or the mean of several."""
+    archive = keras.export.ExportArchive()
+    for peer in peers:
+        archive.track(peer)
+    images_spec = [tf.TensorSpec((None, *shape), tf.uint8, name="images")]
+
+    def preprocess(images):
+        # A loaded signature does not enforce its static shape, and ops traced
+        # for 32x32x3 may crash the server on other shapes: check first, and
+        # make everything else wait for the check.
+        rank_message = "images must be [batch, height, width, 3]"
+        checks = [
+            tf.debugging.assert_rank(images, 4, message=rank_message),
+            tf.debugging.assert_equal(
+                tf.shape(images)[1:],
+                tf.constant(shape, tf.int32),
+                message=f"images must be uint8 [batch, {shape[0]}, {shape[1]}, 3]",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
+        return normalize(images, mean, std)
+
+    def serve(images):
+        inputs = preprocess(images)
+        logits = [_outputs(peer, inputs)[0] for peer in peers]
+        if not ensemble:
+            return _classification(tf.nn.softmax(logits[0]), logits[0])
+        probabilities = tf.add_n([tf.nn.softmax(z) for z in logits]) / len(logits)
+        # log(mean probabilities): softmax of these "logits" is the mean again.
+        return _classification(probabilities, tf.math.log(probabilities + 1e-30))
+
+    def embed(images):
+        inputs = preprocess(images)
+        embeddings = [tf.cast(_outputs(peer, inputs)[1], tf.float32) for peer in peers]
+        return {"embedding": tf.concat(embeddings, axis=-1)}
+
+    archive.add_endpoint("serving_default", serve, input_signature=images_spec)
+    if all(_has_embedding(p) for p in peers):
+        archive.add_endpoint("embed", embed, input_signature=images_spec)
+    return archive
+
+
+def _check_version(version):
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            "`version` must be a positive integer (TF Serving loads numeric version "
+            f"folders). Received: version={version!r}"
+        )
+
+
+def export_peers(
+    model,
+    export_dir,
+    *,
+    version=1,
+    include_ensemble=True,
+    preprocessing="cifar100",
+    image_shape=None,
+    overwrite=False,
+):
+    """Writes each peer (and the ensemble) as a SavedModel for TF Serving.
+
+    Args:
+        model: a `MutualLearningModel` (or a list of peer models).
+        export_dir: the TF Serving model base folder; created if missing.
+        version: the version folder to write (a positive integer).
+        include_ensemble: also write `ensemble/<version>/` (mean of the peers'
+            probabilities).
+        preprocessing: the normalization used in training, a name from
+            `keras_dml.data.normalization.NORMALIZATIONS` ("cifar100",
+            "imagenet", "mobilenet", "unit", "none").
+        image_shape: `(height, width, 3)`; read from the peers when None.
+        overwrite: replace existing version folders instead of raising.
+
+    Returns:
+        A dict from model name (the folder under `export_dir`) to the written
+        version folder. `export_dir/models.config` then lists every model in
+        `export_dir` for TF Serving's `--model_config_file`.
+
+    Raises:
+        FileExistsError: a version folder exists and `overwrite` is False.
+            Nothing is written then.
+
+    All SavedModels are first written to temporary folders beside their final
+    place and renamed into place only once all are written, so a failed export
+    leaves no half-written version folder (TF Serving ignores the temporary
+    folders: their names are not numbers).
+
+    Example:
+
+    ```python
+    keras_dml.export.export_peers(model, "/models", version=1)
+    # /models/resnet32/1, /models/resnet32_1/1, /models/ensemble/1
+    ```
+    """
+    _check_version(version)
+    peers = _peers_of(model)
+    mean, std = check_normalization(preprocessing)
+    shape = _image_shape(peers, image_shape)
+    jobs = [([peer], name, False) for peer, name in zip(peers, folder_names(peers))]
+    if include_ensemble:
+        jobs.append((peers, ENSEMBLE, True))
+    targets = {
+        name: os.path.join(export_dir, name, str(version)) for _, name, _ in jobs
+    }
+    existing = [path for path in targets.values() if os.path.exists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"Version folders already exist: {existing}. Export another `version`, "
+            "or pass overwrite=True (--overwrite) to replace them."
+        )
+
+    staged = {}
+    try:
+        for members, name, ensemble in jobs:
+            parent = os.path.dirname(targets[name])
+            os.makedirs(parent, exist_ok=True)
+            staged[name] = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=parent)
+            archive = _archive(members, shape, mean, std, ensemble)
+            archive.write_out(staged[name], verbose=False)
+            # mkdtemp makes the folder private (0700); a server running as
+            # another user must be able to read it, as any folder made here.
+            os.chmod(staged[name], 0o777 & ~_umask())
+        for name, path in staged.items():
+            _replace(path, targets[name])
+    finally:
+        for path in staged.values():
+            shutil.rmtree(path, ignore_errors=True)
+    write_model_config(export_dir)
+    return targets
+
+
+def write_model_config(export_dir, container_dir="/models"):
+    """Writes `export_dir/models.config`: a TF Serving `model_config_list` that
+    serves every model folder in `export_dir` (each with a numeric version),
+    for a server that sees `export_dir` at `container_dir`.
+
+    Returns the config's path.
+    """
+    names = sorted(
+        name
+        for name in os.listdir(export_dir)
+        if os.path.isdir(os.path.join(export_dir, name))
+        and any(v.isdigit() for v in os.listdir(os.path.join(export_dir, name)))
+    )
+    entries = "".join(
+        f'  config {{\n    name: "{name}"\n'
+        f'    base_path: "{container_dir}/{name}"\n'
+        '    model_platform: "tensorflow"\n  }\n'
+        for name in names
+    )
+    path = os.path.join(export_dir, "models.config")
+    with tempfile.NamedTemporaryFile(
+        "w", dir=export_dir, prefix=".models.config-", delete=False
+    ) as f:
+        f.write(f"model_config_list {{\n{entries}}}\n")
+    os.chmod(f.name, 0o666 & ~_umask())
+    os.replace(f.name, path)
+    return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace(source, target):
+    """Renames `source` to `target`, replacing an existing `target` folder."""
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(target))
+        os.replace(target, os.path.join(old, "version"))
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)

@@ -1,0 +1,64 @@
+r"""Exports every peer of a saved cohort (and their ensemble) for TF Serving.
+
+python scripts/export_peers.py --model=/tmp/dml/cohort.keras --export_dir=/tmp/models
+
+Writes /tmp/models/<peer name>/<version>/ and /tmp/models/ensemble/<version>/,
+each a SavedModel whose `serving_default` signature takes uint8 `images`
+[batch, H, W, 3] and returns `probabilities`, `classes` and `logits` (re-ID
+peers also have `embed`). README "Serving" shows how to serve them.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import keras_dml  # noqa: E402,F401  (registers the cohort's classes for loading)
+from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
+from keras_dml.export import export_peers  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "model", None, "A saved cohort (.keras), e.g. <model_dir>/cohort.keras."
+)
+flags.DEFINE_string("export_dir", None, "TF Serving model base folder to write into.")
+flags.DEFINE_integer("version", 1, "Version folder to write (a positive integer).")
+flags.DEFINE_enum(
+    "preprocessing",
+    "cifar100",
+    list(NORMALIZATIONS),
+    "The input normalization used in training; the served graph applies it.",
+)
+flags.DEFINE_bool("include_ensemble", True, "Also export the peers' ensemble.")
+flags.DEFINE_bool("overwrite", False, "Replace existing version folders.")
+flags.mark_flags_as_required(["model", "export_dir"])
+
+
+def main(argv):
+    del argv  # Unused.
+    if not os.path.isfile(FLAGS.model):
+        raise app.UsageError(
+            f"--model={FLAGS.model}: no such file (expected a .keras file)."
+        )
+    model = keras.saving.load_model(FLAGS.model, compile=False)
+    try:
+        written = export_peers(
+            model,
+            FLAGS.export_dir,
+            version=FLAGS.version,
+            include_ensemble=FLAGS.include_ensemble,
+            preprocessing=FLAGS.preprocessing,
+            overwrite=FLAGS.overwrite,
+        )
+    except (FileExistsError, ValueError) as error:
+        sys.exit(f"export_peers.py: {error}")
+    for name, path in written.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
