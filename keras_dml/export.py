@@ -1,7 +1,7 @@
 """Exporting a trained cohort for TF Serving: one SavedModel per peer, and one
 for the ensemble, in the `<model name>/<version>/` layout TF Serving expects.
 
-Each SavedModel takes raw pixels (uint8 `images` [batch, H, W, 3]) and does the
+Each SavedModel takes raw pixels (uint8 `images` [batch, H, W, C]) and does the
 training-time normalization in its graph, so a client sends images as they
 are. Signatures:
 
@@ -61,17 +61,28 @@ def _image_shape(peers, image_shape):
             shape = tuple(peers[0].inputs[0].shape[1:])
         except (AttributeError, ValueError, TypeError, IndexError):
             shape = ()
-    if (
-        len(shape) != 3
-        or shape[-1] != 3
-        or any(not isinstance(d, int) or d < 1 for d in shape)
-    ):
+    if len(shape) != 3 or any(not isinstance(d, int) or d < 1 for d in shape):
         raise ValueError(
-            "Exported models take images [batch, height, width, 3]; pass "
-            "`image_shape=(height, width, 3)` when the peers' input shape is not "
-            f"known. Received: image_shape={image_shape!r} (peer input shape {shape})"
+            "Exported models take images [batch, height, width, channels]; pass "
+            "`image_shape=(height, width, channels)` when the peers' input shape "
+            f"is not known. Received: image_shape={image_shape!r} (peer input "
+            f"shape {shape})"
         )
     return shape
+
+
+def _normalization(preprocessing):
+    """(mean, std) from a name in NORMALIZATIONS or an explicit pair."""
+    if isinstance(preprocessing, str):
+        return check_normalization(preprocessing)
+    try:
+        mean, std = (tuple(float(v) for v in part) for part in preprocessing)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`preprocessing` must be a normalization name or a (mean, std) pair of "
+            f"per-channel sequences. Received: preprocessing={preprocessing!r}"
+        ) from None
+    return mean, std
 
 
 def _outputs(peer, inputs):
@@ -107,13 +118,13 @@ def _archive(peers, shape, mean, std, ensemble):
         # A loaded signature does not enforce its static shape, and ops traced
         # for 32x32x3 may crash the server on other shapes: check first, and
         # make everything else wait for the check.
-        rank_message = "images must be [batch, height, width, 3]"
+        rank_message = "images must be [batch, height, width, channels]"
         checks = [
             tf.debugging.assert_rank(images, 4, message=rank_message),
             tf.debugging.assert_equal(
                 tf.shape(images)[1:],
                 tf.constant(shape, tf.int32),
-                message=f"images must be uint8 [batch, {shape[0]}, {shape[1]}, 3]",
+                message=f"images must be uint8 [batch, {', '.join(map(str, shape))}]",
             ),
         ]
         with tf.control_dependencies(checks):
@@ -166,10 +177,11 @@ def export_peers(
         version: the version folder to write (a positive integer).
         include_ensemble: also write `ensemble/<version>/` (mean of the peers'
             probabilities).
-        preprocessing: the normalization used in training, a name from
+        preprocessing: the normalization used in training: a name from
             `keras_dml.data.normalization.NORMALIZATIONS` ("cifar100",
-            "imagenet", "mobilenet", "unit", "none").
-        image_shape: `(height, width, 3)`; read from the peers when None.
+            "imagenet", "mobilenet", "unit", "none"), or a `(mean, std)` pair
+            of per-channel values for pixels scaled to [0, 1].
+        image_shape: `(height, width, channels)`; read from the peers when None.
         overwrite: replace existing version folders instead of raising.
 
     Returns:
@@ -195,8 +207,13 @@ def export_peers(
     """
     _check_version(version)
     peers = _peers_of(model)
-    mean, std = check_normalization(preprocessing)
+    mean, std = _normalization(preprocessing)
     shape = _image_shape(peers, image_shape)
+    if len(mean) != shape[-1] or len(std) != shape[-1]:
+        raise ValueError(
+            f"`preprocessing` gives {len(mean)} channel means and {len(std)} stds "
+            f"for images with {shape[-1]} channels."
+        )
     jobs = [([peer], name, False) for peer, name in zip(peers, folder_names(peers))]
     if include_ensemble:
         jobs.append((peers, ENSEMBLE, True))

@@ -302,8 +302,14 @@ def test_bad_arguments(tmp_path):
         export_peers(model, tmp_path, preprocessing="caffe")
     with pytest.raises(ValueError, match="MutualLearningModel or a list"):
         export_peers("model.keras", tmp_path)
-    with pytest.raises(ValueError, match=r"image_shape=\(height, width, 3\)"):
+    with pytest.raises(ValueError, match=r"image_shape=\(height, width, channels\)"):
         export_peers(model, tmp_path, image_shape=(24, 12))
+    with pytest.raises(
+        ValueError, match="3 channel means and 3 stds for images with 1"
+    ):
+        export_peers(model, tmp_path, image_shape=(24, 12, 1))
+    with pytest.raises(ValueError, match=r"a \(mean, std\) pair"):
+        export_peers(model, tmp_path, preprocessing=0.5)
     assert os.listdir(tmp_path) == []
 
 

@@ -113,3 +113,17 @@ def test_cohort_of_heterogeneous_cifar_peers_trains_and_saves(tmp_path):
 def test_bad_arguments_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize(
+    "name, count",
+    [
+        ("resnet8", 81_620),
+        ("resnet20", 276_948),
+        ("resnet56", 862_932),
+        ("resnet110", 1_741_908),
+    ],
+)
+def test_other_resnet_depths_are_registered(name, count):
+    net = models.get(name, num_classes=100)
+    assert net.count_params() == count and net.depth == int(name[len("resnet") :])

@@ -1,11 +1,19 @@
-"""Peer networks: the four CIFAR architectures of the DML paper.
+"""Peer networks: the four CIFAR architectures of the DML paper, and other
+depths of the CIFAR ResNet.
 
 `get(name, **kwargs)` builds one by name; `NAMES` lists the valid names.
 """
 
 from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
 from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
-from keras_dml.models.resnet_cifar import ResNetCIFAR, resnet32
+from keras_dml.models.resnet_cifar import (
+    ResNetCIFAR,
+    resnet8,
+    resnet20,
+    resnet32,
+    resnet56,
+    resnet110,
+)
 from keras_dml.models.wide_resnet import WideResNet, wide_resnet
 
 # The whole registry: name -> constructor taking (num_classes=..., **kwargs).
@@ -14,6 +22,10 @@ _CONSTRUCTORS = {
     "wide_resnet": wide_resnet,
     "mobilenet_cifar": mobilenet_cifar,
     "inception_v1_cifar": inception_v1_cifar,
+    "resnet8": resnet8,
+    "resnet20": resnet20,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
 }
 NAMES = tuple(_CONSTRUCTORS)
 
@@ -45,6 +57,10 @@ __all__ = [
     "get",
     "inception_v1_cifar",
     "mobilenet_cifar",
+    "resnet8",
+    "resnet20",
     "resnet32",
+    "resnet56",
+    "resnet110",
     "wide_resnet",
 ]

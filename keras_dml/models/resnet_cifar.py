@@ -145,3 +145,23 @@ def _basic_block(x, filters, strides, sync, name):
 def resnet32(num_classes=100, **kwargs):
     """ResNet-32 for CIFAR (0.47M parameters at 100 classes). See `ResNetCIFAR`."""
     return ResNetCIFAR(depth=32, num_classes=num_classes, **kwargs)
+
+
+def resnet8(num_classes=100, **kwargs):
+    """ResNet-8 (82K parameters at 100 classes): a tiny peer for quick runs."""
+    return ResNetCIFAR(depth=8, num_classes=num_classes, **kwargs)
+
+
+def resnet20(num_classes=100, **kwargs):
+    """ResNet-20 for CIFAR. See `ResNetCIFAR`."""
+    return ResNetCIFAR(depth=20, num_classes=num_classes, **kwargs)
+
+
+def resnet56(num_classes=100, **kwargs):
+    """ResNet-56 for CIFAR. See `ResNetCIFAR`."""
+    return ResNetCIFAR(depth=56, num_classes=num_classes, **kwargs)
+
+
+def resnet110(num_classes=100, **kwargs):
+    """ResNet-110 for CIFAR. See `ResNetCIFAR`."""
+    return ResNetCIFAR(depth=110, num_classes=num_classes, **kwargs)
