@@ -94,6 +94,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.stop_on_nan = stop_on_nan
         self.keep = keep
         self.history = []
+        self._epoch_start = None
         os.makedirs(directory, exist_ok=True)
 
     @property
@@ -127,6 +128,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history = list(state.get("history", []))
         return int(state["epoch"])
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         if (self.stop_on_nan is not None and self.stop_on_nan.stopped) or not _finite(
@@ -141,6 +145,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row = {
             "epoch": epoch + 1,
             **{k: float(v) for k, v in logs.items() if _is_number(v)},
+            "epoch_seconds": time.perf_counter() - self._epoch_start,
         }
         self.history = [h for h in self.history if h["epoch"] <= epoch] + [row]
         state = {"epoch": epoch + 1, "weights": name, "history": self.history}

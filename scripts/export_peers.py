@@ -11,7 +11,7 @@ peers also have `embed`). README "Serving" shows how to serve them.
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,6 +40,8 @@ flags.mark_flags_as_required(["model", "export_dir"])
 
 def main(argv):
     del argv  # Unused.
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TF's INFO lines drown the progress.
     if not os.path.isfile(FLAGS.model):
         raise app.UsageError(
             f"--model={FLAGS.model}: no such file (expected a .keras file)."

@@ -232,3 +232,32 @@ def test_bad_arguments():
         array_dataset(images, labels, batch_size=4, epochs=2, initial_epoch=2, **common)
     with pytest.raises(ValueError, match="`seed` must be an integer"):
         array_dataset(images, labels, batch_size=4, seed="0", **common)
+
+
+@pytest.mark.parametrize(
+    "num_examples, drop_remainder, epochs, context",
+    [
+        (40, True, None, None),
+        (42, False, None, None),
+        (42, True, 3, None),
+        (42, False, None, (2, 1, 4)),  # Worker 1's share of the partial last batch.
+        (42, False, None, (2, 0, 4)),
+        (36, False, 2, (1, 0, 2)),
+    ],
+)
+def test_the_dataset_knows_its_length(num_examples, drop_remainder, epochs, context):
+    images, labels, _ = cifar_arrays(num_examples)
+    input_context = tf.distribute.InputContext(*context) if context else None
+    dataset = array_dataset(
+        images,
+        labels,
+        batch_size=8,
+        mean=MEAN,
+        std=STD,
+        shuffle=True,
+        seed=0,
+        drop_remainder=drop_remainder,
+        epochs=epochs,
+        input_context=input_context,
+    )
+    assert int(dataset.cardinality()) == len(_collect(dataset))

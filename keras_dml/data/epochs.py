@@ -148,6 +148,7 @@ def index_batches(
 
     random_order = shuffle or num_random > 0
     dataset = _epoch_keys(seed, random_order, epochs, initial_epoch).flat_map(one_epoch)
+    num_epochs = 1 if epochs is None else epochs - initial_epoch
     options = tf.data.Options()
     if input_context is not None:
         dataset = _shard(dataset, batch_size, input_context)
@@ -159,4 +160,28 @@ def index_batches(
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
         )
+    # flat_map hides the length; Keras needs it for progress bars and to end a
+    # validation pass without an "input ran out of data" warning.
+    per_epoch = _batches_per_epoch(
+        num_examples, batch_size, drop_remainder, input_context
+    )
+    dataset = dataset.apply(
+        tf.data.experimental.assert_cardinality(num_epochs * per_epoch)
+    )
     return dataset.with_options(options)
+
+
+def _batches_per_epoch(num_examples, batch_size, drop_remainder, input_context):
+    """Batches one pipeline yields per epoch (after sharding, per replica)."""
+    sizes = [batch_size] * (num_examples // batch_size)
+    if num_examples % batch_size and not drop_remainder:
+        sizes.append(num_examples % batch_size)
+    if input_context is None:
+        return len(sizes)
+    per_replica = input_context.get_per_replica_batch_size(batch_size)
+    replicas_here = (
+        input_context.num_replicas_in_sync // input_context.num_input_pipelines
+    )
+    start = input_context.input_pipeline_id * per_replica * replicas_here
+    kept = [min(max(size - start, 0), per_replica * replicas_here) for size in sizes]
+    return sum(math.ceil(k / per_replica) for k in kept)

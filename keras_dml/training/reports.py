@@ -1,0 +1,87 @@
+"""What a run leaves behind for people: results.json and accuracy curves."""
+
+import json
+import os
+import platform
+import sys
+
+from keras_dml.callbacks import atomic_write_text
+
+
+def versions():
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    import keras_dml
+
+    return {
+        "keras_dml": keras_dml.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+    }
+
+
+def write_json(path, content):
+    atomic_write_text(path, json.dumps(content, indent=2, sort_keys=False) + "\n")
+
+
+def accuracy_series(history, metric="accuracy", prefix="val_"):
+    """{"peer0": [...], ..., "ensemble": [...]} from per-epoch logs."""
+    series = {}
+    for row in history:
+        for key, value in row.items():
+            if key.startswith(prefix) and key.endswith(f"_{metric}"):
+                name = key[len(prefix) : -len(metric) - 1]
+                if name.startswith("peer") or name == "ensemble":
+                    series.setdefault(name, []).append((row["epoch"], value))
+    return series
+
+
+def plot_curves(path, runs, title, metric="accuracy", ylabel="test top-1 (%)"):
+    """Saves a PNG of per-epoch accuracy, one line per peer and ensemble.
+
+    Args:
+        path: the PNG to write.
+        runs: `[(label, history, linestyle), ...]`; each history a list of
+            per-epoch log dicts with an "epoch" key.
+        title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # No display needed: files only.
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    colors = {}  # One color per peer / ensemble; the line style tells the runs apart.
+    for label, history, style in runs:
+        for name, points in sorted(accuracy_series(history, metric).items()):
+            epochs, values = zip(*points)
+            color = colors.setdefault(name, f"C{len(colors)}")
+            axes.plot(
+                epochs,
+                [100 * v for v in values],
+                linestyle=style,
+                color=color,
+                marker="." if len(points) < 30 else None,
+                label=f"{name} ({label})",
+            )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    temporary = os.path.join(
+        os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path)
+    )
+    figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)
+    os.replace(temporary, path)
