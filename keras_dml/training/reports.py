@@ -55,7 +55,6 @@ def plot_curves(path, runs, title, metric="accuracy", ylabel="test top-1 (%)"):
 
     matplotlib.use("Agg")  # No display needed: files only.
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
