@@ -101,30 +101,37 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def state_path(self):
         return os.path.join(self.directory, STATE_FILE)
 
-    def read_state(self):
+    def read_state(self, directory=None):
         """The saved state dict, or None when nothing was saved yet."""
-        if not os.path.exists(self.state_path):
+        directory = directory or self.directory
+        path = os.path.join(directory, STATE_FILE)
+        if not os.path.exists(path):
             return None
         try:
-            with open(self.state_path) as f:
+            with open(path) as f:
                 state = json.load(f)
-            weights = os.path.join(self.directory, state["weights"])
+            weights = os.path.join(directory, state["weights"])
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(
-                f"{self.state_path}: unreadable checkpoint state ({error}). Delete "
-                "the checkpoint folder to start over."
+                f"{path}: unreadable checkpoint state ({error}). Delete the "
+                "checkpoint folder to start over."
             ) from error
         if not os.path.isfile(weights):
-            raise ValueError(f"{self.state_path}: names {weights}, which is missing.")
+            raise ValueError(f"{path}: names {weights}, which is missing.")
         return state
 
-    def restore(self, model):
+    def restore(self, model, directory=None):
         """Loads the last checkpoint into `model` (compiled); returns the number
-        of completed epochs (0 when there is none)."""
-        state = self.read_state()
+        of completed epochs (0 when there is none).
+
+        `directory` defaults to this callback's; multi-worker runs restore every
+        worker from the chief's folder while only the chief writes there.
+        """
+        directory = directory or self.directory
+        state = self.read_state(directory)
         if state is None:
             return 0
-        model.load_weights(os.path.join(self.directory, state["weights"]))
+        model.load_weights(os.path.join(directory, state["weights"]))
         self.history = list(state.get("history", []))
         return int(state["epoch"])
 

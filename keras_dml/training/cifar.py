@@ -298,7 +298,8 @@ def _write_reports(config, write_to, model, history, test_logs, started, strateg
                 "curves.png leaves it out."
             )
     title = " + ".join(config.peers) + " on CIFAR-100"
-    reports.plot_curves(os.path.join(write_to, "curves.png"), runs, title)
+    names = {f"peer{i}": f"peer{i} {name}" for i, name in enumerate(config.peers)}
+    reports.plot_curves(os.path.join(write_to, "curves.png"), runs, title, names=names)
     return results
 
 
@@ -348,7 +349,10 @@ def run_cifar(config):
             csv_path=os.path.join(write_to, "history.csv"),
             stop_on_nan=stop,
         )
-        initial_epoch = checkpoint.restore(model)
+        # Every worker resumes from the chief's checkpoint.
+        initial_epoch = checkpoint.restore(
+            model, os.path.join(config.model_dir, "checkpoints")
+        )
         if initial_epoch > config.epochs:
             raise ValueError(
                 f"--epochs={config.epochs}, but {config.model_dir} already holds "
@@ -385,7 +389,7 @@ def run_cifar(config):
                 shuffle=False,  # The dataset shuffles itself, per (seed, epoch).
             )
             if stop.stopped:
-                last = checkpoint.read_state()
+                last = checkpoint.read_state()  # This process's last save.
                 raise TrainingDiverged(
                     f"{stop.message()} The last good checkpoint (epoch "
                     f"{last['epoch'] if last else 0}) is in {checkpoint.directory}."

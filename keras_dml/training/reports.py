@@ -7,6 +7,8 @@ import sys
 
 from keras_dml.callbacks import atomic_write_text
 
+__all__ = ["atomic_write_text", "plot_curves", "versions", "write_json"]
+
 
 def versions():
     import keras
@@ -42,7 +44,9 @@ def accuracy_series(history, metric="accuracy", prefix="val_"):
     return series
 
 
-def plot_curves(path, runs, title, metric="accuracy", ylabel="test top-1 (%)"):
+def plot_curves(
+    path, runs, title, metric="accuracy", ylabel="test top-1 (%)", names=None
+):
     """Saves a PNG of per-epoch accuracy, one line per peer and ensemble.
 
     Args:
@@ -50,7 +54,9 @@ def plot_curves(path, runs, title, metric="accuracy", ylabel="test top-1 (%)"):
         runs: `[(label, history, linestyle), ...]`; each history a list of
             per-epoch log dicts with an "epoch" key.
         title: the figure title.
+        names: optional display names, e.g. `{"peer0": "resnet32"}`.
     """
+    names = names or {}
     import matplotlib
 
     matplotlib.use("Agg")  # No display needed: files only.
@@ -69,7 +75,7 @@ def plot_curves(path, runs, title, metric="accuracy", ylabel="test top-1 (%)"):
                 linestyle=style,
                 color=color,
                 marker="." if len(points) < 30 else None,
-                label=f"{name} ({label})",
+                label=f"{names.get(name, name)} ({label})",
             )
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
