@@ -21,7 +21,12 @@ from keras_dml.export import export_peers
 from keras_dml.losses import MIMICRY_MODES
 from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.training import loop, reports
-from keras_dml.training.strategies import STRATEGIES, make_strategy, writable_dir
+from keras_dml.training.strategies import (
+    STRATEGIES,
+    check_seed,
+    make_strategy,
+    writable_dir,
+)
 
 UPDATE_MODES = ("simultaneous", "sequential")
 # Flags that may change when a run is resumed; every other one must match.
@@ -277,6 +282,7 @@ def run_cifar(config):
     strategy = make_strategy(config.strategy)
     os.makedirs(config.model_dir, exist_ok=True)
     config = loop.check_resume(config, RESUMABLE_CHANGES)
+    check_seed(strategy, config.seed)
     config = dataclasses.replace(config, seed=resolve_seed(config.seed))
     write_to = writable_dir(strategy, config.model_dir)
     loop.write_config(config, write_to)

@@ -16,7 +16,12 @@ from keras_dml.export import export_peers
 from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.reid import evaluate_features, extract_features
 from keras_dml.training import loop, reports
-from keras_dml.training.strategies import STRATEGIES, make_strategy, writable_dir
+from keras_dml.training.strategies import (
+    STRATEGIES,
+    check_seed,
+    make_strategy,
+    writable_dir,
+)
 
 PEERS = {"mobilenet": models.reid_mobilenet, "resnet50": models.reid_resnet50}
 RANKS = (1, 5, 10, 20)
@@ -238,6 +243,7 @@ def run_market1501(config):
     strategy = make_strategy(config.strategy)
     os.makedirs(config.model_dir, exist_ok=True)
     config = loop.check_resume(config, RESUMABLE_CHANGES)
+    check_seed(strategy, config.seed)
     config = dataclasses.replace(config, seed=resolve_seed(config.seed))
     write_to = writable_dir(strategy, config.model_dir)
     loop.write_config(config, write_to)

@@ -75,3 +75,13 @@ def writable_dir(strategy, model_dir):
     if is_chief(strategy):
         return model_dir
     return tempfile.mkdtemp(prefix="keras_dml_worker_")
+
+
+def check_seed(strategy, seed):
+    """Several workers must draw the same data order: they need one seed."""
+    workers = getattr(strategy.extended, "_num_workers", 1)
+    if workers > 1 and seed is None:
+        raise ValueError(
+            f"--seed is required with {workers} workers: every worker draws the "
+            "same permutation of the data and keeps its own slice of each batch."
+        )

@@ -1,0 +1,254 @@
+r"""What DML costs beyond its peers: overhead, efficiency, update order,
+bfloat16 and memory.
+
+python benchmarks/dml_step.py [--repeats=5] [--steps=5]
+
+1. DML overhead: one MutualLearningModel step of K = 2, 3, 4 ResNet-32 peers
+   vs one step of each of the K peers trained alone (plain Keras models, same
+   optimizer), interleaved, batch 64, 32x32x3. Target <= 1.03x.
+2. MFU: the DML step's model FLOPs per second (3 x forward) over the float32
+   matrix-multiply rate measured in the same run.
+3. update="sequential" vs "simultaneous" for K = 2, 3.
+4. mixed_bfloat16 vs float32 step time (K = 2), and the quickstart's test
+   accuracy under both (--quickstart_seeds seeds).
+5. Peak resident memory of training K = 1, 2, 4 peers (one process each).
+Ratios are taken within each repeat; medians are printed as markdown.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from flops import forward_flops, training_flops  # noqa: E402
+from timing import machine  # noqa: E402
+
+import keras_dml  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("repeats", 5, "Interleaved repeats (medians reported).")
+flags.DEFINE_integer("steps", 5, "Training steps per timing.")
+flags.DEFINE_integer(
+    "quickstart_seeds", 2, "Seeds of the bf16 accuracy check (0 skips)."
+)
+flags.DEFINE_integer(
+    "memory_steps", 0, "Internal: measure memory of this many steps and exit."
+)
+flags.DEFINE_integer("memory_peers", 0, "Internal: peers for --memory_steps.")
+
+BATCH = 64
+
+
+def _batch():
+    x = tf.random.uniform((BATCH, 32, 32, 3))
+    y = tf.random.uniform((BATCH,), maxval=100, dtype=tf.int32)
+    return x, y
+
+
+def _optimizer():
+    return keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+
+
+def cohort(k, update="simultaneous"):
+    peers = [keras_dml.models.resnet32(num_classes=100) for _ in range(k)]
+    model = keras_dml.MutualLearningModel(peers, update=update)
+    model.compile(_optimizer())
+    return model
+
+
+def alone(k):
+    models = []
+    for _ in range(k):
+        model = keras_dml.models.resnet32(num_classes=100)
+        model.compile(
+            _optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
+        models.append(model)
+    return models
+
+
+def _stepper(models, x, y):
+    for model in models:
+        model.train_on_batch(x, y)  # Build and trace before timing.
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(FLAGS.steps):
+            for model in models:
+                model.train_on_batch(x, y)
+        return (time.perf_counter() - start) / FLAGS.steps
+
+    return run
+
+
+def interleaved(a, b):
+    """Median seconds per step of a and b, and the median of a/b per repeat."""
+    times_a, times_b, ratios = [], [], []
+    for _ in range(FLAGS.repeats):
+        ta, tb = a(), b()
+        times_a.append(ta)
+        times_b.append(tb)
+        ratios.append(ta / tb)
+    return (
+        statistics.median(times_a),
+        statistics.median(times_b),
+        statistics.median(ratios),
+    )
+
+
+def matmul_rate():
+    """Sustained float32 GFLOP/s of a 4096 x 4096 matrix product here."""
+    a = tf.random.uniform((4096, 4096))
+    b = tf.random.uniform((4096, 4096))
+    tf.matmul(a, b).numpy()
+    rates = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        rates.append(2 * 4096**3 / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+def overhead_rows(x, y):
+    rows = []
+    resnet_flops = forward_flops(
+        keras_dml.models.resnet32(num_classes=100), (32, 32, 3)
+    )
+    peak = matmul_rate()
+    for k in (2, 3, 4):
+        keras.backend.clear_session()
+        dml, separate, ratio = interleaved(
+            _stepper([cohort(k)], x, y), _stepper(alone(k), x, y)
+        )
+        gflops = training_flops(resnet_flops) * k * BATCH / dml / 1e9
+        rows.append((k, dml, separate, ratio, gflops, gflops / peak))
+    return rows, peak, resnet_flops
+
+
+def sequential_rows(x, y):
+    rows = []
+    for k in (2, 3):
+        keras.backend.clear_session()
+        seq, sim, ratio = interleaved(
+            _stepper([cohort(k, "sequential")], x, y), _stepper([cohort(k)], x, y)
+        )
+        rows.append((k, seq, sim, ratio))
+    return rows
+
+
+def bf16_row(x, y):
+    keras.backend.clear_session()
+    fp32 = _stepper([cohort(2)], x, y)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    bf16 = _stepper([cohort(2)], x, y)
+    keras.mixed_precision.set_global_policy("float32")
+    return interleaved(bf16, fp32)
+
+
+def quickstart_accuracy(policy):
+    from keras_dml.training.quickstart import QuickstartRun, run_quickstart
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            results = run_quickstart(
+                QuickstartRun(output_dir=directory, seeds=FLAGS.quickstart_seeds),
+                print_fn=lambda *_: None,
+            )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {
+        label: statistics.fmean(s["ensemble"] for s in runs)
+        for label, runs in results["scores"].items()
+    }
+
+
+def memory_of(peers):
+    """Peak resident memory (MB) of a fresh process training `peers` peers."""
+    result = subprocess.run(
+        [sys.executable, __file__, f"--memory_peers={peers}", "--memory_steps=3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_memory():
+    x, y = _batch()
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if FLAGS.memory_peers == 1:
+        model = alone(1)[0]
+    else:
+        model = cohort(FLAGS.memory_peers)
+    for _ in range(FLAGS.memory_steps):
+        model.train_on_batch(x, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak}))
+
+
+def main(argv):
+    del argv  # Unused.
+    if FLAGS.memory_steps:
+        return measure_memory()
+    x, y = _batch()
+    overhead, peak, resnet_flops = overhead_rows(x, y)
+    sequential = sequential_rows(x, y)
+    bf16, fp32, bf16_ratio = bf16_row(x, y)
+    accuracy = (
+        {p: quickstart_accuracy(p) for p in ("float32", "mixed_bfloat16")}
+        if FLAGS.quickstart_seeds
+        else {}
+    )
+    memory = {k: memory_of(k) for k in (1, 2, 4)}
+
+    print(f"\nMachine: {machine()}")
+    print(
+        f"Batch {BATCH}, 32x32x3, SGD + Nesterov; median of {FLAGS.repeats} interleaved"
+    )
+    print(
+        f"repeats of {FLAGS.steps} steps. ResNet-32: {resnet_flops / 1e6:.1f} MFLOPs "
+        "forward."
+    )
+    print(f"float32 matmul (4096^2) here: {peak:,.0f} GFLOP/s.\n")
+    print(
+        "| K | DML step (s) | K peers alone (s) | DML / alone | model GFLOP/s | MFU |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for k, dml, separate, ratio, gflops, mfu in overhead:
+        print(
+            f"| {k} | {dml:.3f} | {separate:.3f} | {ratio:.3f} | {gflops:.0f} "
+            f"| {mfu:.2f} |"
+        )
+    print("\n| K | sequential (s) | simultaneous (s) | ratio | forward passes |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for k, seq, sim, ratio in sequential:
+        print(f"| {k} | {seq:.3f} | {sim:.3f} | {ratio:.2f} | {2 * k - 1} vs {k} |")
+    print(
+        f"\nmixed_bfloat16 {bf16:.3f} s vs float32 {fp32:.3f} s per K=2 step: "
+        f"{1 / bf16_ratio:.2f}x speed-up."
+    )
+    for policy, scores in accuracy.items():
+        print(
+            f"quickstart ensemble accuracy under {policy}: "
+            + ", ".join(f"{label} {100 * v:.2f}%" for label, v in scores.items())
+        )
+    print("\n| peers | peak RSS (MB) | above the TensorFlow baseline (MB) |")
+    print("| --- | ---: | ---: |")
+    for k, m in memory.items():
+        print(f"| {k} | {m['peak_mb']:,.0f} | {m['peak_mb'] - m['baseline_mb']:,.0f} |")
+
+
+if __name__ == "__main__":
+    app.run(main)
