@@ -45,6 +45,9 @@ flags.DEFINE_integer(
     "memory_steps", 0, "Internal: measure memory of this many steps and exit."
 )
 flags.DEFINE_integer("memory_peers", 0, "Internal: peers for --memory_steps.")
+flags.DEFINE_list(
+    "parts", ["overhead", "sequential", "bf16", "memory"], "Which measurements to run."
+)
 
 BATCH = 64
 
@@ -158,18 +161,20 @@ def bf16_row(x, y):
 def quickstart_accuracy(policy):
     from keras_dml.training.quickstart import QuickstartRun, run_quickstart
 
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            results = run_quickstart(
-                QuickstartRun(output_dir=directory, seeds=FLAGS.quickstart_seeds),
-                print_fn=lambda *_: None,
-            )
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    with tempfile.TemporaryDirectory() as directory:
+        results = run_quickstart(
+            QuickstartRun(
+                output_dir=directory,
+                seeds=FLAGS.quickstart_seeds,
+                mixed_precision=policy == "mixed_bfloat16",
+            ),
+            print_fn=lambda *_: None,
+        )
+    keras.mixed_precision.set_global_policy("float32")
     return {
-        label: statistics.fmean(s["ensemble"] for s in runs)
+        f"{label} {name}": statistics.fmean(s[name] for s in runs)
         for label, runs in results["scores"].items()
+        for name in runs[0]
     }
 
 
@@ -185,35 +190,30 @@ def memory_of(peers):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _high_water_mb():
+    # VmHWM belongs to this process image; ru_maxrss would carry over the
+    # parent's peak across fork and exec.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_memory():
     x, y = _batch()
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = _high_water_mb()
     if FLAGS.memory_peers == 1:
         model = alone(1)[0]
     else:
         model = cohort(FLAGS.memory_peers)
     for _ in range(FLAGS.memory_steps):
         model.train_on_batch(x, y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _high_water_mb()
     print(json.dumps({"baseline_mb": baseline, "peak_mb": peak}))
 
 
-def main(argv):
-    del argv  # Unused.
-    if FLAGS.memory_steps:
-        return measure_memory()
-    x, y = _batch()
-    overhead, peak, resnet_flops = overhead_rows(x, y)
-    sequential = sequential_rows(x, y)
-    bf16, fp32, bf16_ratio = bf16_row(x, y)
-    accuracy = (
-        {p: quickstart_accuracy(p) for p in ("float32", "mixed_bfloat16")}
-        if FLAGS.quickstart_seeds
-        else {}
-    )
-    memory = {k: memory_of(k) for k in (1, 2, 4)}
-
-    print(f"\nMachine: {machine()}")
+def print_overhead(overhead, peak, resnet_flops):
     print(
         f"Batch {BATCH}, 32x32x3, SGD + Nesterov; median of {FLAGS.repeats} interleaved"
     )
@@ -231,23 +231,54 @@ def main(argv):
             f"| {k} | {dml:.3f} | {separate:.3f} | {ratio:.3f} | {gflops:.0f} "
             f"| {mfu:.2f} |"
         )
+
+
+def print_sequential(sequential):
     print("\n| K | sequential (s) | simultaneous (s) | ratio | forward passes |")
     print("| --- | ---: | ---: | ---: | --- |")
     for k, seq, sim, ratio in sequential:
         print(f"| {k} | {seq:.3f} | {sim:.3f} | {ratio:.2f} | {2 * k - 1} vs {k} |")
+
+
+def print_bf16(row):
+    bf16, fp32, bf16_ratio = row
     print(
         f"\nmixed_bfloat16 {bf16:.3f} s vs float32 {fp32:.3f} s per K=2 step: "
         f"{1 / bf16_ratio:.2f}x speed-up."
     )
+    accuracy = {}
+    if FLAGS.quickstart_seeds:
+        accuracy = {p: quickstart_accuracy(p) for p in ("float32", "mixed_bfloat16")}
     for policy, scores in accuracy.items():
         print(
-            f"quickstart ensemble accuracy under {policy}: "
-            + ", ".join(f"{label} {100 * v:.2f}%" for label, v in scores.items())
+            f"quickstart test accuracy under {policy} ({FLAGS.quickstart_seeds} "
+            "seeds): "
+            + ", ".join(f"{label} {100 * v:.3f}%" for label, v in scores.items())
         )
+
+
+def print_memory(memory):
     print("\n| peers | peak RSS (MB) | above the TensorFlow baseline (MB) |")
     print("| --- | ---: | ---: |")
     for k, m in memory.items():
         print(f"| {k} | {m['peak_mb']:,.0f} | {m['peak_mb'] - m['baseline_mb']:,.0f} |")
+
+
+def main(argv):
+    del argv  # Unused.
+    if FLAGS.memory_steps:
+        return measure_memory()
+    x, y = _batch()
+    parts = set(FLAGS.parts)
+    print(f"\nMachine: {machine()}")
+    if "overhead" in parts:
+        print_overhead(*overhead_rows(x, y))
+    if "sequential" in parts:
+        print_sequential(sequential_rows(x, y))
+    if "bf16" in parts:
+        print_bf16(bf16_row(x, y))
+    if "memory" in parts:
+        print_memory({k: memory_of(k) for k in (1, 2, 4)})
 
 
 if __name__ == "__main__":

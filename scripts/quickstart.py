@@ -33,6 +33,7 @@ flags.DEFINE_integer(
     "train_size", 300, "Training images (the rest of the 1,797 are tested)."
 )
 flags.DEFINE_float("kl_weight", 1.0, "Weight of the mimicry term in the DML runs.")
+flags.DEFINE_bool("mixed_precision", False, "Train in mixed_bfloat16.")
 flags.DEFINE_integer("verbose", 0, "Keras verbosity per run (0: one line per run).")
 
 
@@ -50,6 +51,7 @@ def main(argv):
         epochs=FLAGS.epochs,
         train_size=FLAGS.train_size,
         kl_weight=FLAGS.kl_weight,
+        mixed_precision=FLAGS.mixed_precision,
         verbose=FLAGS.verbose,
     )
     try:

@@ -32,6 +32,7 @@ class QuickstartRun:
     batch_size: int = 32
     learning_rate: float = 2e-3
     kl_weight: float = 1.0
+    mixed_precision: bool = False
     verbose: int = 0
 
     def validate(self):
@@ -90,7 +91,10 @@ def make_peers():
 
 def _train_one(config, kl_weight, seed, data, mean, std):
     (x_train, y_train), (x_test, y_test) = data
-    keras.backend.clear_session()
+    keras.backend.clear_session()  # Also resets the dtype policy: set it after.
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if config.mixed_precision else "float32"
+    )
     keras.utils.set_random_seed(seed)  # Same initial weights for both runs.
     model = MutualLearningModel(make_peers(), kl_weight=kl_weight)
     model.compile(keras.optimizers.Adam(config.learning_rate), metrics=["accuracy"])
