@@ -2,11 +2,13 @@
 test_multi_worker.py): trains a peer pair without BatchNorm for a few steps
 on the CIFAR pipeline and saves the final weights.
 
-python tests/multi_worker_job.py OUTPUT.npz [CHECKPOINT_DIR]
+python tests/multi_worker_job.py OUTPUT.npz [CHECKPOINT_DIR [EPOCHS]]
 
 With TF_CONFIG set, runs under MultiWorkerMirroredStrategy with each worker
 feeding its slice of every global batch; without it, one process trains on
-the same global batches.
+the same global batches. With CHECKPOINT_DIR, every worker first resumes from
+the chief's checkpoint there, and the chief checkpoints every epoch; EPOCHS
+(default 2) is where training stops.
 """
 
 import os
@@ -19,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_dml  # noqa: E402
+from keras_dml.callbacks import EpochCheckpoint  # noqa: E402
 from keras_dml.data import array_dataset, cifar100  # noqa: E402
 from keras_dml.training.strategies import is_chief, writable_dir  # noqa: E402
 
@@ -37,7 +40,8 @@ def peer(name):
     )
 
 
-def main(output, checkpoint_dir=None):
+def main(output, checkpoint_dir=None, epochs=EPOCHS):
+    epochs = int(epochs)
     multi_worker = "TF_CONFIG" in os.environ
     strategy = (
         tf.distribute.MultiWorkerMirroredStrategy()
@@ -65,6 +69,7 @@ def main(output, checkpoint_dir=None):
             seed=SEED,
             drop_remainder=True,
             epochs=EPOCHS,
+            initial_epoch=initial_epoch,
             input_context=input_context,
         )
 
@@ -72,16 +77,22 @@ def main(output, checkpoint_dir=None):
     with strategy.scope():
         model = keras_dml.MutualLearningModel([peer("a"), peer("b")])
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"])
+    callbacks, initial_epoch = [], 0
+    if checkpoint_dir:
+        checkpoint = EpochCheckpoint(writable_dir(strategy, checkpoint_dir))
+        with strategy.scope():
+            initial_epoch = checkpoint.restore(model, checkpoint_dir)
+        callbacks.append(checkpoint)
     dataset = (
         strategy.distribute_datasets_from_function(make) if multi_worker else make()
     )
-    callbacks = []
-    if checkpoint_dir:
-        from keras_dml.callbacks import EpochCheckpoint
-
-        callbacks.append(EpochCheckpoint(writable_dir(strategy, checkpoint_dir)))
     history = model.fit(
-        dataset, epochs=EPOCHS, steps_per_epoch=STEPS, verbose=0, callbacks=callbacks
+        dataset,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=STEPS,
+        verbose=0,
+        callbacks=callbacks,
     ).history
     np.savez(
         output,

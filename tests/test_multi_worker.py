@@ -1,5 +1,7 @@
-"""MultiWorkerMirroredStrategy with two real worker processes on 127.0.0.1:
-both end with the weights of a one-process run on the same global batches."""
+"""MultiWorkerMirroredStrategy with two real worker processes on 127.0.0.1,
+stopped after one epoch and resumed by two new ones from the chief's
+checkpoint: both end with the weights and logged losses of an uninterrupted
+one-process run on the same global batches."""
 
 import json
 import os
@@ -42,7 +44,7 @@ def _losses(path):
 
 
 @pytest.mark.slow
-def test_two_workers_match_one_process(tmp_path):
+def test_two_workers_match_one_process_and_resume(tmp_path):
     single = subprocess.run(
         [sys.executable, JOB, str(tmp_path / "single.npz")],
         capture_output=True,
@@ -52,6 +54,34 @@ def test_two_workers_match_one_process(tmp_path):
     )
     assert single.returncode == 0, single.stderr[-3000:]
 
+    # Two workers stop after epoch 1 of 2; two new ones resume from the chief's
+    # checkpoint and finish.
+    _run_workers(tmp_path, "1")
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1
+    _run_workers(tmp_path, "2")
+
+    expected, _ = _weights(tmp_path / "single.npz")
+    (first, first_chief), (second, second_chief) = (
+        _weights(tmp_path / f"worker{i}.npz") for i in range(2)
+    )
+    assert (first_chief, second_chief) == (True, False)
+    for a, b, c in zip(first, second, expected):
+        np.testing.assert_array_equal(a, b)  # Replicas stay in sync.
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+    # The logged per-peer losses (epoch 2) are the global ones, as in one process.
+    for index in range(2):
+        np.testing.assert_allclose(
+            _losses(tmp_path / f"worker{index}.npz")[:, -1],
+            _losses(tmp_path / "single.npz")[:, -1],
+            rtol=1e-5,
+        )
+    # Only the chief wrote into the checkpoint folder.
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2
+
+
+def _run_workers(tmp_path, epochs):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     try:
@@ -67,6 +97,7 @@ def test_two_workers_match_one_process(tmp_path):
                         JOB,
                         str(tmp_path / f"worker{index}.npz"),
                         str(tmp_path / "checkpoints"),
+                        epochs,
                     ],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -82,22 +113,3 @@ def test_two_workers_match_one_process(tmp_path):
                 process.wait()
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
-
-    expected, _ = _weights(tmp_path / "single.npz")
-    (first, first_chief), (second, second_chief) = (
-        _weights(tmp_path / f"worker{i}.npz") for i in range(2)
-    )
-    assert (first_chief, second_chief) == (True, False)
-    for a, b, c in zip(first, second, expected):
-        np.testing.assert_array_equal(a, b)  # Replicas stay in sync.
-        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
-    # The logged per-peer losses are the global ones, as in one process.
-    for index in range(2):
-        np.testing.assert_allclose(
-            _losses(tmp_path / f"worker{index}.npz"),
-            _losses(tmp_path / "single.npz"),
-            rtol=1e-5,
-        )
-    # Only the chief wrote into the checkpoint folder.
-    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
-    assert state["epoch"] == 2
