@@ -160,8 +160,18 @@ def _check_counts(split, person_ids, where):
             f"{where}: the {split} split has {found_images:,} images of "
             f"{found_ids:,} ids; the full Market-1501 has {expected}. Some files "
             "are missing or extra.",
-            stacklevel=3,
+            stacklevel=4,  # The caller of read_market1501 / market1501_dataset.
         )
+
+
+def _split_files(root, split):
+    """(kind, resolved root, names, person ids, camera ids) of a split: junk
+    dropped, and the counts checked when `root` is the full dataset."""
+    kind, root, names, full = _list_split(root, split)
+    names, person_ids, camera_ids = _select(names, split)
+    if full:
+        _check_counts(split, person_ids, root)
+    return kind, root, names, person_ids, camera_ids
 
 
 def train_labels(person_ids):
@@ -190,10 +200,7 @@ def read_market1501(root, split="train"):
             folder, or a damaged/unsafe zip.
     """
     _check_split(split)
-    kind, root, names, full = _list_split(root, split)
-    names, person_ids, camera_ids = _select(names, split)
-    if full:
-        _check_counts(split, person_ids, root)
+    kind, root, names, person_ids, camera_ids = _split_files(root, split)
     paths = [f"{root}/{n}" for n in names] if kind == "zip" else names
     labels = train_labels(person_ids) if split == "train" else None
     return Market1501Split(paths, person_ids, camera_ids, labels)
@@ -204,8 +211,7 @@ def iter_market1501_images(root, split):
     a split, in sorted order, reading one file at a time (label -1 outside
     "train"). Used by the TFDS builder."""
     _check_split(split)
-    kind, root, names, _ = _list_split(root, split)
-    names, person_ids, camera_ids = _select(names, split)
+    kind, root, names, person_ids, camera_ids = _split_files(root, split)
     labels = train_labels(person_ids) if split == "train" else np.full(len(names), -1)
     with contextlib.ExitStack() as stack:
         if kind == "zip":
@@ -303,10 +309,7 @@ def market1501_dataset(
     drop_remainder = training if drop_remainder is None else drop_remainder
     seed = resolve_seed(seed, input_context)
 
-    kind, resolved, names, full = _list_split(root, split)
-    names, person_ids, camera_ids = _select(names, split)
-    if full:
-        _check_counts(split, person_ids, resolved)
+    kind, resolved, names, person_ids, camera_ids = _split_files(root, split)
     filenames = tf.constant([posixpath.basename(n) for n in names])
     if kind == "zip":
         blobs = tf.constant(archives.read_zip_members(resolved, names))

@@ -16,16 +16,12 @@ import tensorflow as tf
 from keras_dml import models
 from keras_dml.data import cifar100
 from keras_dml.data.arrays import array_dataset
-from keras_dml.data.epochs import resolve_seed
 from keras_dml.export import export_peers
 from keras_dml.losses import MIMICRY_MODES
 from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.training import loop, reports
 from keras_dml.training.strategies import (
     STRATEGIES,
-    check_seed,
-    make_strategy,
-    writable_dir,
 )
 
 UPDATE_MODES = ("simultaneous", "sequential")
@@ -278,22 +274,7 @@ def run_cifar(config):
         TrainingDiverged: the loss became NaN (the last checkpoint is kept).
     """
     started = time.time()
-    config.validate()
-    strategy = make_strategy(config.strategy)
-    os.makedirs(config.model_dir, exist_ok=True)
-    config = loop.check_resume(config, RESUMABLE_CHANGES)
-    check_seed(strategy, config.seed)
-    config = dataclasses.replace(config, seed=resolve_seed(config.seed))
-    write_to = writable_dir(strategy, config.model_dir)
-    loop.write_config(config, write_to)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-    previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(
-        loop.mixed_precision_policy(config.mixed_precision)
-    )
-    try:
+    with loop.prepared_run(config, RESUMABLE_CHANGES) as (config, strategy, write_to):
         (train_images, train_labels), (test_images, test_labels) = _load_arrays(config)
         steps_per_epoch = len(train_images) // config.batch_size
         if steps_per_epoch < 1:
@@ -334,5 +315,3 @@ def run_cifar(config):
         return _write_reports(
             config, write_to, model, history, test_logs, started, strategy
         )
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)

@@ -1,6 +1,7 @@
 """The parts every training script shares: a run folder that resumes only
 the same run, and a fit that checkpoints every epoch and stops on NaN."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -8,7 +9,9 @@ import os
 import keras
 
 from keras_dml.callbacks import EpochCheckpoint, EpochSummary, StopOnNaN
+from keras_dml.data.epochs import resolve_seed
 from keras_dml.training import reports
+from keras_dml.training.strategies import check_seed, make_strategy, writable_dir
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +48,43 @@ def check_resume(config, resumable_changes):
 
 def _comparable(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+@contextlib.contextmanager
+def prepared_run(config, resumable_changes):
+    """Everything a run does before building its model, and undoes after.
+
+    Validates `config`, creates its strategy (first: the multi-worker runtime
+    must start before other ops), refuses to resume a different run, fixes
+    the seed (drawn once and stored in config.json when not given), seeds
+    Keras, enables deterministic ops on request and sets the dtype policy.
+
+    Yields:
+        `(config, strategy, write_to)`: the config with its seed, the
+        strategy, and the folder this process writes to (`model_dir` on the
+        chief, a private temporary folder on other workers).
+    """
+    config.validate()
+    strategy = make_strategy(config.strategy)
+    os.makedirs(config.model_dir, exist_ok=True)
+    config = check_resume(config, resumable_changes)
+    check_seed(strategy, config.seed)
+    config = dataclasses.replace(config, seed=resolve_seed(config.seed))
+    write_to = writable_dir(strategy, config.model_dir)
+    write_config(config, write_to)
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(
+        mixed_precision_policy(config.mixed_precision)
+    )
+    try:
+        yield config, strategy, write_to
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def write_config(config, write_to):

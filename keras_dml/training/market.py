@@ -4,13 +4,14 @@ ranking the gallery for every query with their features."""
 import dataclasses
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
 
 from keras_dml import models
 from keras_dml.data import market1501
-from keras_dml.data.epochs import resolve_seed, steps_per_epoch
+from keras_dml.data.epochs import steps_per_epoch
 from keras_dml.data.market1501 import market1501_dataset
 from keras_dml.export import export_peers
 from keras_dml.mutual_learning import MutualLearningModel
@@ -18,9 +19,6 @@ from keras_dml.reid import evaluate_features, extract_features
 from keras_dml.training import loop, reports
 from keras_dml.training.strategies import (
     STRATEGIES,
-    check_seed,
-    make_strategy,
-    writable_dir,
 )
 
 PEERS = {"mobilenet": models.reid_mobilenet, "resnet50": models.reid_resnet50}
@@ -125,9 +123,10 @@ def normalization_of(peers):
     they differ: one pipeline feeds them all)."""
     kinds = [getattr(p, "preprocessing", "imagenet") for p in peers]
     if len(set(kinds)) > 1:
-        print(
-            f"warning: the peers expect different input scalings {kinds}; "
-            f"all get {kinds[0]!r}."
+        warnings.warn(
+            f"The peers expect different input scalings {kinds}; one pipeline "
+            f"feeds them all, with {kinds[0]!r}.",
+            stacklevel=2,
         )
     return kinds[0]
 
@@ -239,24 +238,7 @@ def run_market1501(config):
     reid_results.md / .json, cmc.png and results.json.
     """
     started = time.time()
-    config.validate()
-    strategy = make_strategy(config.strategy)
-    os.makedirs(config.model_dir, exist_ok=True)
-    config = loop.check_resume(config, RESUMABLE_CHANGES)
-    check_seed(strategy, config.seed)
-    config = dataclasses.replace(config, seed=resolve_seed(config.seed))
-    write_to = writable_dir(strategy, config.model_dir)
-    loop.write_config(config, write_to)
-    if config.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-    previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(
-        loop.mixed_precision_policy(config.mixed_precision)
-    )
-    try:
+    with loop.prepared_run(config, RESUMABLE_CHANGES) as (config, strategy, write_to):
         train = market1501.read_market1501(config.data_dir, "train")
         num_classes = int(train.labels.max()) + 1
         with strategy.scope():
@@ -324,5 +306,3 @@ def run_market1501(config):
         }
         reports.write_json(os.path.join(write_to, "results.json"), summary)
         return summary
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
