@@ -2,8 +2,11 @@
 of the CIFAR ResNet, and the re-ID peers (MobileNet, ResNet-50).
 
 `get(name, **kwargs)` builds one by name; `NAMES` lists the valid names.
+`FusedBatchNormalization` is the BatchNorm layer the peers use (Keras's, on
+TensorFlow's fused kernel); it fits any channels-last peer of your own.
 """
 
+from keras_dml.models.batch_norm import FusedBatchNormalization
 from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
 from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
 from keras_dml.models.reid import ReIDNet, reid_mobilenet, reid_resnet50
@@ -56,6 +59,7 @@ def get(name, **kwargs):
 __all__ = [
     "CIFAR_NAMES",
     "NAMES",
+    "FusedBatchNormalization",
     "InceptionV1CIFAR",
     "MobileNetCIFAR",
     "ReIDNet",

@@ -3,6 +3,8 @@
 import keras
 from keras import layers
 
+from keras_dml.models.batch_norm import FusedBatchNormalization
+
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
 
@@ -18,8 +20,9 @@ def batch_norm(synchronized, name, momentum=0.9, epsilon=1e-5):
 
     `synchronized=True` averages batch statistics over all replicas of a
     distribution strategy (useful when the per-replica batch is small).
+    Computed by TensorFlow's fused kernel (see `FusedBatchNormalization`).
     """
-    return layers.BatchNormalization(
+    return FusedBatchNormalization(
         momentum=momentum, epsilon=epsilon, synchronized=synchronized, name=name
     )
 
