@@ -8,7 +8,7 @@ Measures images/s of
 - the Market-1501 training pipeline (JPEGs on disk, 128x64 resized to 256x128,
   flip, normalize, batch 32; and with random erasing),
 - a DML training step of two ResNet-32 peers (batch 64, 32x32) and of two
-  MobileNet v1 peers (batch 32, 256x128, 751 classes),
+  MobileNet v1 re-ID peers (`reid_mobilenet`, batch 32, 256x128, 751 classes),
 and prints the ratios (pipeline / training) as a markdown table for
 BENCHMARKS.md. The target is >= 5x. Takes a few minutes on 2 cores.
 """
@@ -101,16 +101,6 @@ def dml_step_rate(peers, input_shape, num_classes, batch_size):
     return median_rate(run, batch_size * FLAGS.train_steps, FLAGS.repeats)
 
 
-def mobilenet_peer(name):
-    return keras.applications.MobileNet(
-        input_shape=(256, 128, 3),
-        weights=None,
-        classes=751,
-        classifier_activation=None,
-        name=name,
-    )
-
-
 def main(argv):
     del argv  # Unused.
     rows = []
@@ -127,7 +117,7 @@ def main(argv):
         market_pipe, _ = market_pipeline_rate(root, 0.0)
         market_erase, _ = market_pipeline_rate(root, 0.5)
     market_train, _ = dml_step_rate(
-        [mobilenet_peer("mobilenet_a"), mobilenet_peer("mobilenet_b")],
+        [keras_dml.models.reid_mobilenet(751) for _ in range(2)],
         (256, 128, 3),
         751,
         32,

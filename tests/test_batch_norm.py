@@ -191,3 +191,55 @@ def test_serializes_and_peers_use_it(tmp_path):
     np.testing.assert_allclose(
         loaded(x, training=False), peer(x, training=False), rtol=1e-5, atol=1e-6
     )
+
+
+def _bn_layers(model):
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += _bn_layers(layer)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+    return found
+
+
+def test_with_fused_batch_norm_converts_nested_models_keeping_weights():
+    inner_in = keras.Input((8, 8, 4))
+    inner = keras.Model(
+        inner_in,
+        keras.layers.BatchNormalization(name="inner_bn")(
+            keras.layers.Conv2D(4, 3, padding="same", name="inner_conv")(inner_in)
+        ),
+        name="inner",
+    )
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = inner(x)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs, name="outer")
+    # Non-trivial moving statistics.
+    model(_inputs((4, 8, 8, 3)), training=True)
+
+    fused = models.with_fused_batch_norm(model)
+    assert fused.name == "outer"
+    bns = _bn_layers(fused)
+    assert [bn.name for bn in bns] == ["bn", "inner_bn"]
+    assert all(type(bn) is FusedBatchNormalization for bn in bns)
+    assert all(type(bn) is keras.layers.BatchNormalization for bn in _bn_layers(model))
+    for a, b in zip(fused.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = _inputs((4, 8, 8, 3), seed=2)
+    for training in (False, True):
+        np.testing.assert_allclose(
+            fused(x, training=training),
+            model(x, training=training),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+
+
+def test_reid_peers_use_the_fused_layer():
+    peer = models.reid_mobilenet(5, input_shape=(64, 32, 3))
+    bns = _bn_layers(peer)
+    assert bns and all(type(bn) is FusedBatchNormalization for bn in bns)

@@ -3,10 +3,14 @@ of the CIFAR ResNet, and the re-ID peers (MobileNet, ResNet-50).
 
 `get(name, **kwargs)` builds one by name; `NAMES` lists the valid names.
 `FusedBatchNormalization` is the BatchNorm layer the peers use (Keras's, on
-TensorFlow's fused kernel); it fits any channels-last peer of your own.
+TensorFlow's fused kernel); it fits any channels-last peer of your own, and
+`with_fused_batch_norm(model)` puts it into a built functional model.
 """
 
-from keras_dml.models.batch_norm import FusedBatchNormalization
+from keras_dml.models.batch_norm import (
+    FusedBatchNormalization,
+    with_fused_batch_norm,
+)
 from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
 from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
 from keras_dml.models.reid import ReIDNet, reid_mobilenet, reid_resnet50
@@ -76,4 +80,5 @@ __all__ = [
     "resnet56",
     "resnet110",
     "wide_resnet",
+    "with_fused_batch_norm",
 ]
