@@ -60,6 +60,36 @@ def test_pad_and_crop_and_flip_match_numpy(where):
     np.testing.assert_array_equal(result[2], images[2][:, ::-1])
 
 
+def test_random_erase_draws_rectangles_as_zhong_et_al():
+    height, width, n = 64, 32, 4000
+    randoms = np.random.default_rng(0).uniform(size=(n, augment.ERASE_RANDOMS))
+    images = tf.ones((n, height, width, 3))
+    fill = np.float32([0.5, -1.0, 2.0])
+    erased = augment.random_erase(images, randoms, 0.5, fill).numpy()
+    again = augment.random_erase(images, randoms, 0.5, fill).numpy()
+    np.testing.assert_array_equal(erased, again)  # A function of its inputs.
+
+    mask = np.any(erased != 1.0, axis=-1)
+    applied = mask.any(axis=(1, 2))
+    np.testing.assert_array_equal(applied, randoms[:, 0] < 0.5)
+    np.testing.assert_array_equal(erased[mask], np.broadcast_to(fill, (mask.sum(), 3)))
+    fractions, aspects = [], []
+    for m in mask[applied]:
+        rows, cols = np.nonzero(m)
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert m.sum() == h * w  # One solid rectangle.
+        fractions.append(h * w / m.size)
+        aspects.append(h / w)
+    fractions, aspects = np.array(fractions), np.array(aspects)
+    # Area 2-40% of the image (up to rounding; tall rectangles are clipped to
+    # the height), aspect within [0.3, 1/0.3] and symmetric in log.
+    assert fractions.min() >= 0.015 and fractions.max() <= 0.41
+    assert abs(np.median(fractions) - 0.21) < 0.03
+    assert aspects.min() >= 0.28 and aspects.max() <= 1 / 0.28
+    # Every position of the image gets erased sometimes.
+    assert mask.any(axis=0).all()
+
+
 def test_test_split_is_exact_normalized_pixels_in_order(archive):
     path, splits = archive
     images, fine, _ = splits["test"]

@@ -16,7 +16,6 @@ import warnings
 import zipfile
 from typing import NamedTuple
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -285,9 +284,11 @@ def market1501_dataset(
         augment: random horizontal flip (default: on for "train").
         shuffle: reshuffle every epoch (default: on for "train").
         random_erasing: probability of erasing a random rectangle of each
-            training image (`keras.layers.RandomErasing`, noise fill); 0 for none.
-            Its randomness comes from the layer's own seeded generator, so unlike
-            the order and flips it is not keyed on the epoch.
+            training image (Random Erasing, Zhong et al.: 2-40% of the image,
+            aspect 0.3-3.3, filled with the mean pixel of `normalization`,
+            i.e. 0 after normalizing; see `augment.random_erase`); 0 for none.
+            Drawn from (seed, epoch, element) like the order and flips, so a
+            resumed run erases the same rectangles.
         normalization: a name from `keras_dml.data.normalization`:
             "imagenet" (mean/std), "mobilenet" ([-1, 1]), "none" (0..255), ...:
             match the backbone's pretrained weights.
@@ -326,13 +327,9 @@ def market1501_dataset(
         }
     )
     targets = {k: tf.constant(v) for k, v in targets.items()}
-    eraser = (
-        keras.layers.RandomErasing(
-            factor=(random_erasing, random_erasing), value_range=(0, 255), seed=seed
-        )
-        if training and augment and random_erasing > 0
-        else None
-    )
+    erase = training and augment and random_erasing > 0
+    # The mean pixel in 0..255, the value that normalizes to 0.
+    erase_fill = 255.0 * np.asarray(mean, np.float32)
 
     def load_one(index):
         return decode_image(read(index), tf.gather(filenames, index), image_size)
@@ -346,8 +343,10 @@ def market1501_dataset(
         )
         if augment:
             images = augment_ops.flip_left_right(images, batch["random"][:, 0] < 0.5)
-        if eraser is not None:
-            images = eraser(images, training=True)
+        if erase:
+            images = augment_ops.random_erase(
+                images, batch["random"][:, 1:], random_erasing, erase_fill
+            )
         images = normalize(images, mean, std)
         picked = {k: tf.gather(v, index) for k, v in targets.items()}
         return images, picked["label"] if training else picked
@@ -357,7 +356,9 @@ def market1501_dataset(
         batch_size,
         shuffle=shuffle,
         seed=seed,
-        num_random=1 if augment else 0,
+        # A flip, then the erasing's numbers, drawn even when erasing is off:
+        # turning it on changes no flip.
+        num_random=1 + augment_ops.ERASE_RANDOMS if augment else 0,
         drop_remainder=drop_remainder,
         epochs=epochs,
         initial_epoch=initial_epoch,
