@@ -70,6 +70,12 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_bool(
+    "synchronized_batchnorm",
+    False,
+    "BatchNorm statistics over the global batch, not each replica's (for small "
+    "per-replica batches; slower: cross-replica moments are not fused).",
+)
+flags.DEFINE_bool(
     "mixed_precision", False, "mixed_float16 on GPUs, mixed_bfloat16 on CPUs."
 )
 flags.DEFINE_integer("seed", None, "Seed for weights, data order and augmentation.")
@@ -121,6 +127,7 @@ def _config():
         update=FLAGS.update,
         independent=FLAGS.independent,
         strategy=FLAGS.strategy,
+        synchronized_batchnorm=FLAGS.synchronized_batchnorm,
         mixed_precision=FLAGS.mixed_precision,
         seed=FLAGS.seed,
         deterministic=FLAGS.deterministic,

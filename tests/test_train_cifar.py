@@ -234,3 +234,39 @@ def test_resuming_with_other_flags_is_refused(tmp_path, archive):
         "holds a run with other settings (--kl_weight: stored 1.0, given 2.0)"
         in second.stderr
     )
+
+
+def test_synchronized_batchnorm_reaches_every_peer(tmp_path):
+    from keras_dml.training.cifar import CifarRun, build_cohort
+
+    config = CifarRun(
+        model_dir=str(tmp_path),
+        peers=("resnet8", "mobilenet_cifar"),
+        synchronized_batchnorm=True,
+    )
+    model = build_cohort(config, steps_per_epoch=10)
+    batchnorms = [
+        layer
+        for peer in model.peers
+        for layer in peer.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert batchnorms and all(bn.synchronized for bn in batchnorms)
+
+
+def test_a_run_stored_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    import dataclasses
+
+    from keras_dml.training.cifar import CifarRun
+    from keras_dml.training.loop import check_resume
+
+    config = CifarRun(model_dir=str(tmp_path), seed=3)
+    stored = dataclasses.asdict(config)
+    del stored["synchronized_batchnorm"]  # As written by an older version.
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert check_resume(config, resumable_changes=()) == config
+    with pytest.raises(ValueError, match="--synchronized_batchnorm: stored False"):
+        check_resume(
+            dataclasses.replace(config, synchronized_batchnorm=True),
+            resumable_changes=(),
+        )

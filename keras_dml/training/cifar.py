@@ -58,6 +58,7 @@ class CifarRun:
     update: str = "simultaneous"
     independent: bool = False
     strategy: str = "auto"
+    synchronized_batchnorm: bool = False
     mixed_precision: bool = False
     seed: int | None = None
     deterministic: bool = False
@@ -178,7 +179,12 @@ def _optimizer(config, steps_per_epoch):
 def build_cohort(config, steps_per_epoch):
     """The compiled MutualLearningModel of a run (call inside the strategy scope)."""
     peers = [
-        models.get(name, num_classes=cifar100.NUM_CLASSES) for name in config.peers
+        models.get(
+            name,
+            num_classes=cifar100.NUM_CLASSES,
+            synchronized_batchnorm=config.synchronized_batchnorm,
+        )
+        for name in config.peers
     ]
     for peer in peers:
         apply_weight_decay(peer, config.weight_decay)

@@ -29,6 +29,10 @@ def check_resume(config, resumable_changes):
     current = dataclasses.asdict(config)
     if config.seed is None:
         current["seed"] = stored.get("seed")
+    # A setting added after the run was stored had its default value then.
+    for field in dataclasses.fields(config):
+        if field.name not in stored and field.default is not dataclasses.MISSING:
+            stored[field.name] = field.default
     different = {
         key: (stored.get(key), value)
         for key, value in current.items()
