@@ -204,7 +204,7 @@ def test_random_erasing_follows_the_seed_and_epoch(tree):
     assert not np.array_equal(full[0], full[per_epoch])
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not_a_jpeg", "empty"])
+@pytest.mark.parametrize("damage", ["truncated", "last_byte", "not_a_jpeg", "empty"])
 def test_a_corrupt_jpeg_is_named(tmp_path, damage):
     root = write_market_tree(tmp_path)
     name = market_name(5, 2, 11)
@@ -212,6 +212,7 @@ def test_a_corrupt_jpeg_is_named(tmp_path, damage):
     data = open(path, "rb").read()
     data = {
         "truncated": data[: len(data) // 2],
+        "last_byte": data[:-1],
         "not_a_jpeg": b"GIF89a" + data,
         "empty": b"",
     }[damage]
@@ -221,6 +222,20 @@ def test_a_corrupt_jpeg_is_named(tmp_path, damage):
         tf.errors.InvalidArgumentError, match=rf"{name}: not a complete JPEG"
     ):
         list(market1501_dataset(root, "query", batch_size=3))
+
+
+def test_a_jpeg_padded_after_its_end_marker_is_read(tmp_path):
+    root = write_market_tree(tmp_path)
+    path = os.path.join(root, "query", market_name(5, 2, 11))
+
+    def images():
+        dataset = market1501_dataset(root, "query", batch_size=3)
+        return np.concatenate([batch[0].numpy() for batch in dataset])
+
+    before = images()
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 1000)  # Padding some encoders write after the marker.
+    np.testing.assert_array_equal(images(), before)
 
 
 def test_bad_arguments(tree):

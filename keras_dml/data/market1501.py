@@ -222,13 +222,27 @@ def iter_market1501_images(root, split):
             yield posixpath.basename(name), read(name), int(pid), int(camid), int(label)
 
 
+# Some encoders and cameras pad a JPEG after its end marker; the marker is
+# looked for this far from the end.
+_JPEG_TAIL_BYTES = 1024
+
+
 def _check_jpeg(contents, filename):
-    """An op that fails, naming the file, unless `contents` starts and ends with
-    the JPEG markers (catches truncated, empty and non-JPEG files)."""
+    """An op that fails, naming the file, unless `contents` starts with the
+    JPEG start marker and has the end marker in its last `_JPEG_TAIL_BYTES`
+    bytes (catches truncated, empty and non-JPEG files, which
+    `decode_jpeg` would report without the file's name, or decode gray)."""
     length = tf.strings.length(contents)
     head = tf.strings.substr(contents, 0, tf.minimum(length, 2))
-    tail = tf.strings.substr(contents, tf.maximum(length - 2, 0), tf.minimum(length, 2))
-    complete = tf.logical_and(tf.equal(head, b"\xff\xd8"), tf.equal(tail, b"\xff\xd9"))
+    tail_start = tf.maximum(length - _JPEG_TAIL_BYTES, 0)
+    tail = tf.strings.bytes_split(
+        tf.strings.substr(contents, tail_start, length - tail_start)
+    )
+    # Scanned data cannot hold 0xFFD9: the encoder stuffs a 0x00 after each 0xFF.
+    has_end = tf.reduce_any(
+        tf.logical_and(tf.equal(tail[:-1], b"\xff"), tf.equal(tail[1:], b"\xd9"))
+    )
+    complete = tf.logical_and(tf.equal(head, b"\xff\xd8"), has_end)
     return tf.debugging.Assert(
         complete,
         [
