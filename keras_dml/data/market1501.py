@@ -234,13 +234,23 @@ def _check_jpeg(contents, filename):
     `decode_jpeg` would report without the file's name, or decode gray)."""
     length = tf.strings.length(contents)
     head = tf.strings.substr(contents, 0, tf.minimum(length, 2))
-    tail_start = tf.maximum(length - _JPEG_TAIL_BYTES, 0)
-    tail = tf.strings.bytes_split(
-        tf.strings.substr(contents, tail_start, length - tail_start)
+    last_two = tf.strings.substr(
+        contents, tf.maximum(length - 2, 0), tf.minimum(length, 2)
     )
-    # Scanned data cannot hold 0xFFD9: the encoder stuffs a 0x00 after each 0xFF.
-    has_end = tf.reduce_any(
-        tf.logical_and(tf.equal(tail[:-1], b"\xff"), tf.equal(tail[1:], b"\xd9"))
+
+    def end_marker_in_tail():
+        start = tf.maximum(length - _JPEG_TAIL_BYTES, 0)
+        tail = tf.strings.bytes_split(
+            tf.strings.substr(contents, start, length - start)
+        )
+        # Scanned data holds no 0xFFD9: the encoder stuffs 0x00 after each 0xFF.
+        return tf.reduce_any(
+            tf.logical_and(tf.equal(tail[:-1], b"\xff"), tf.equal(tail[1:], b"\xd9"))
+        )
+
+    # The usual file ends with the marker: only padded ones are scanned.
+    has_end = tf.cond(
+        tf.equal(last_two, b"\xff\xd9"), lambda: tf.constant(True), end_marker_in_tail
     )
     complete = tf.logical_and(tf.equal(head, b"\xff\xd8"), has_end)
     return tf.debugging.Assert(
