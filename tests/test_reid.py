@@ -1,5 +1,7 @@
 """Re-ID peers and feature extraction."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -35,6 +37,37 @@ def test_outputs_logits_and_embedding(builder, dim):
     out = peer(np.zeros((2, *SMALL), "float32"))
     assert out["logits"].shape == (2, 5) and out["embedding"].shape == (2, dim)
     assert out["logits"].dtype == "float32" and out["embedding"].dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "builder, preprocess",
+    [
+        (reid_mobilenet, keras.applications.mobilenet.preprocess_input),
+        (reid_resnet50, keras.applications.resnet50.preprocess_input),
+    ],
+)
+def test_backbone_gets_the_input_its_imagenet_weights_expect(builder, preprocess):
+    # The peer takes "imagenet"-normalized RGB; its backbone must see what
+    # keras.applications' preprocess_input makes of the same pixels (BGR and
+    # the Caffe mean for ResNet-50, [-1, 1] for MobileNet).
+    pixels = np.random.default_rng(0).uniform(0, 255, size=(2, *SMALL))
+    pixels = pixels.astype("float32")
+    normalized = keras_dml.data.normalization.normalize_by_name(pixels, "imagenet")
+    peer = builder(5, input_shape=SMALL)
+    assert peer.preprocessing == "imagenet"
+    backbone = peer.get_layer(f"{peer.name}_backbone")
+    expected = backbone(preprocess(pixels.copy()), training=False)
+    embedding = peer(normalized, training=False)["embedding"]
+    np.testing.assert_allclose(embedding, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cohort_of_two_backbones_shares_one_normalization():
+    from keras_dml.training.market import normalization_of
+
+    peers = [reid_mobilenet(5, input_shape=SMALL), reid_resnet50(5, input_shape=SMALL)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # No "different input scalings" warning.
+        assert normalization_of(peers) == "imagenet"
 
 
 def test_peers_train_in_a_cohort_and_round_trip(tmp_path):

@@ -5,22 +5,67 @@ ids) and retrieves people by its pooled features. It returns a dict:
 `{"logits": [batch, num_classes], "embedding": [batch, dim]}`.
 `MutualLearningModel` trains on "logits" and ignores "embedding";
 `keras_dml.reid.extract_features` and the `embed` serving signature use it.
+
+Every re-ID peer takes images normalized with the ImageNet mean and std
+(torchreid's and fast-reid's convention, normalization "imagenet") and turns
+them into the input its backbone's ImageNet weights were trained on, inside
+the model: [-1, 1] for MobileNet, Caffe's BGR with the mean pixel subtracted
+for ResNet-50. So one pipeline feeds a cohort of different backbones, and an
+exported peer takes plain images.
 """
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 from keras_dml.models import common
 from keras_dml.models.batch_norm import with_fused_batch_norm
 
 REID_INPUT_SHAPE = (256, 128, 3)
 WEIGHTS = (None, "imagenet")
-# Backbone constructors and the input scaling their ImageNet weights expect
-# (a name from keras_dml.data.normalization).
+# What the peers take: a name from keras_dml.data.normalization.
+INPUT_NORMALIZATION = "imagenet"
+_IMAGENET_MEAN = np.float32([0.485, 0.456, 0.406])
+_IMAGENET_STD = np.float32([0.229, 0.224, 0.225])
+# Backbone constructors and the `preprocess_input` mode of their weights.
 BACKBONES = {
-    "mobilenet": (keras.applications.MobileNet, "mobilenet"),
-    "resnet50": (keras.applications.ResNet50, "imagenet"),
+    "mobilenet": (keras.applications.MobileNet, "tf"),
+    "resnet50": (keras.applications.ResNet50, "caffe"),
 }
+# keras.applications' Caffe mean pixel, in RGB order.
+_CAFFE_MEAN_RGB = np.float32([123.68, 116.779, 103.939])
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class BackboneInput(layers.Layer):
+    """ImageNet-normalized RGB images -> what `keras.applications`'
+    `preprocess_input(pixels, mode)` gives for the same 0..255 pixels.
+
+    mode "tf": [-1, 1]; "caffe": BGR, mean pixel subtracted, 0..255 scale.
+    One multiply-add per channel (plus a channel reversal for "caffe").
+    """
+
+    def __init__(self, mode, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("tf", "caffe"):
+            raise ValueError(f"`mode` must be 'tf' or 'caffe'. Received: {mode!r}")
+        self.mode = mode
+        # pixels / 255 = x * std + mean, for x normalized with "imagenet".
+        if mode == "tf":
+            self._scale = 2.0 * _IMAGENET_STD
+            self._offset = 2.0 * _IMAGENET_MEAN - 1.0
+        else:
+            self._scale = 255.0 * _IMAGENET_STD
+            self._offset = 255.0 * _IMAGENET_MEAN - _CAFFE_MEAN_RGB
+
+    def call(self, images):
+        scale = ops.cast(self._scale, images.dtype)
+        offset = ops.cast(self._offset, images.dtype)
+        images = images * scale + offset
+        return ops.flip(images, axis=-1) if self.mode == "caffe" else images
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 def _backbone(kind, input_shape, weights, name):
@@ -60,10 +105,12 @@ class ReIDNet(keras.Model):
         dropout: dropout rate before the classifier (0 for none).
         name: the model name (a unique default per backbone).
 
-    Preprocessing: ImageNet weights expect the "mobilenet" ([-1, 1]) input
-    scaling for MobileNet and "imagenet" mean/std scaling for ResNet-50 here
-    (`preprocessing` attribute; pass it to `market1501_dataset(normalization=)`
-    and `export_peers(preprocessing=)`).
+    Input: RGB images normalized with the ImageNet mean and std (the
+    `preprocessing` attribute, "imagenet", for `market1501_dataset
+    (normalization=)` and `export_peers(preprocessing=)`). A `BackboneInput`
+    layer converts them to the backbone's own input: [-1, 1] for MobileNet,
+    Caffe-style BGR minus the mean pixel for ResNet-50, which is what their
+    ImageNet weights were trained on.
 
     Example:
 
@@ -101,7 +148,11 @@ class ReIDNet(keras.Model):
         common.check_num_classes(num_classes)
         name = name or common.unique_name(f"reid_{backbone}")
         inputs = keras.Input(shape=input_shape, name="images")
-        embedding = _backbone(backbone, tuple(input_shape), weights, name)(inputs)
+        mode = BACKBONES[backbone][1]
+        backbone_input = BackboneInput(mode, name=f"{mode}_input")(inputs)
+        embedding = _backbone(backbone, tuple(input_shape), weights, name)(
+            backbone_input
+        )
         embedding = layers.Activation("linear", dtype="float32", name="embedding")(
             embedding
         )
@@ -118,7 +169,7 @@ class ReIDNet(keras.Model):
         self.image_shape = tuple(input_shape)
         self.weights_source = weights
         self.dropout = dropout
-        self.preprocessing = BACKBONES[backbone][1]
+        self.preprocessing = INPUT_NORMALIZATION
 
     def get_config(self):
         # Weights are restored from the saved file, never downloaded again.
