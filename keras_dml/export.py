@@ -43,6 +43,22 @@ def _peers_of(model):
     )
 
 
+def peers_preprocessing(model, default="cifar100"):
+    """The normalization name the peers of `model` (a cohort or a list of
+    peers) were trained with: their `preprocessing` attribute (the re-ID
+    peers have one), else `default` (what the CIFAR peers train on).
+
+    Raises:
+        ValueError: the peers name different normalizations.
+    """
+    names = {getattr(peer, "preprocessing", default) for peer in _peers_of(model)}
+    if len(names) > 1:
+        raise ValueError(
+            f"The peers name different input normalizations {sorted(names)}"
+        )
+    return names.pop()
+
+
 def folder_names(peers):
     """A folder (= TF Serving model) name per peer: the peer's name made safe
     (letters, digits, `_.-`); prefixed with `peer{i}_` when two would collide

@@ -39,7 +39,7 @@ flags.DEFINE_enum(
     "normalization",
     None,
     list(NORMALIZATIONS),
-    "Input scaling (default: what the peers' backbones expect).",
+    "Input scaling (default: what the peers take, their `preprocessing`).",
 )
 flags.DEFINE_enum("metric", "euclidean", list(METRICS), "Feature distance.")
 flags.DEFINE_bool(

@@ -19,7 +19,7 @@ import keras  # noqa: E402
 
 import keras_dml  # noqa: E402,F401  (registers the cohort's classes for loading)
 from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
-from keras_dml.export import export_peers  # noqa: E402
+from keras_dml.export import export_peers, peers_preprocessing  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -29,9 +29,11 @@ flags.DEFINE_string("export_dir", None, "TF Serving model base folder to write i
 flags.DEFINE_integer("version", 1, "Version folder to write (a positive integer).")
 flags.DEFINE_enum(
     "preprocessing",
-    "cifar100",
+    None,
     list(NORMALIZATIONS),
-    "The input normalization used in training; the served graph applies it.",
+    "The input normalization used in training; the served graph applies it "
+    "(default: the peers' own, e.g. imagenet for the re-ID peers; cifar100 for "
+    "peers that do not name one).",
 )
 flags.DEFINE_bool("include_ensemble", True, "Also export the peers' ensemble.")
 flags.DEFINE_bool("overwrite", False, "Replace existing version folders.")
@@ -48,12 +50,17 @@ def main(argv):
         )
     model = keras.saving.load_model(FLAGS.model, compile=False)
     try:
+        preprocessing = FLAGS.preprocessing or peers_preprocessing(model)
+    except ValueError as error:
+        raise app.UsageError(f"{error}; pass --preprocessing.") from None
+    print(f"preprocessing: {preprocessing}")
+    try:
         written = export_peers(
             model,
             FLAGS.export_dir,
             version=FLAGS.version,
             include_ensemble=FLAGS.include_ensemble,
-            preprocessing=FLAGS.preprocessing,
+            preprocessing=preprocessing,
             overwrite=FLAGS.overwrite,
         )
     except (FileExistsError, ValueError) as error:

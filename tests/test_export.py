@@ -313,6 +313,19 @@ def test_bad_arguments(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_peers_preprocessing_is_what_the_peers_name():
+    from keras_dml.export import peers_preprocessing
+
+    reid = keras_dml.models.reid_mobilenet(5, input_shape=(64, 32, 3))
+    assert peers_preprocessing([reid, _reid_peer("b")], default="imagenet") == (
+        "imagenet"
+    )
+    cifar = keras_dml.MutualLearningModel([_reid_peer("a"), _reid_peer("b")])
+    assert peers_preprocessing(cifar) == "cifar100"
+    with pytest.raises(ValueError, match="name different input normalizations"):
+        peers_preprocessing([reid, _reid_peer("c")])
+
+
 def test_export_script_on_a_saved_cohort(tmp_path):
     model = keras_dml.MutualLearningModel([_reid_peer("a"), _reid_peer("b")])
     model.save(tmp_path / "cohort.keras")
@@ -336,6 +349,7 @@ def test_export_script_on_a_saved_cohort(tmp_path):
         "models.config",
     ]
     assert "ensemble: " in result.stdout
+    assert "preprocessing: imagenet" in result.stdout
     again = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=env
     )
