@@ -4,25 +4,14 @@ one-line summary per epoch."""
 import json
 import math
 import os
-import tempfile
+import re
 import time
 
 import keras
 
+from keras_dml.files import atomic_write_text
+
 STATE_FILE = "state.json"
-
-
-def atomic_write_text(path, text):
-    """Writes `path` through a temporary file and a rename: a crash leaves the
-    old content or the new one, never half of it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(
-        "w", dir=directory, prefix=f".{os.path.basename(path)}-", delete=False
-    ) as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
 
 
 def _finite(logs):
@@ -205,15 +194,13 @@ class EpochSummary(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         prefix = "val_" if f"val_ensemble_{self.metric}" in logs else ""
-        peers = sorted(
-            k
-            for k in logs
-            if k.startswith(f"{prefix}peer") and k.endswith(f"_{self.metric}")
+        pattern = re.compile(rf"{prefix}peer(\d+)_{re.escape(self.metric)}")
+        peers = sorted(  # peer2 before peer10.
+            (int(m.group(1)), m.group(0))
+            for m in map(pattern.fullmatch, logs)
+            if m is not None
         )
-        scores = [
-            f"{k[len(prefix) :].split('_')[0]} {100 * float(logs[k]):.2f}%"
-            for k in peers
-        ]
+        scores = [f"peer{i} {100 * float(logs[k]):.2f}%" for i, k in peers]
         ensemble = logs.get(f"{prefix}ensemble_{self.metric}")
         if ensemble is not None:
             scores.append(f"ensemble {100 * float(ensemble):.2f}%")

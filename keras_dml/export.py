@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from keras_dml.data.normalization import check_normalization, normalize
+from keras_dml.files import atomic_write_text, umask
 from keras_dml.mutual_learning import MutualLearningModel, split_peer_output
 
 ENSEMBLE = "ensemble"
@@ -253,7 +254,7 @@ def export_peers(
             archive.write_out(staged[name], verbose=False)
             # mkdtemp makes the folder private (0700); a server running as
             # another user must be able to read it, as any folder made here.
-            os.chmod(staged[name], 0o777 & ~_umask())
+            os.chmod(staged[name], 0o777 & ~umask())
         for name, path in staged.items():
             _replace(path, targets[name])
     finally:
@@ -283,19 +284,8 @@ def write_model_config(export_dir, container_dir="/models"):
         for name in names
     )
     path = os.path.join(export_dir, "models.config")
-    with tempfile.NamedTemporaryFile(
-        "w", dir=export_dir, prefix=".models.config-", delete=False
-    ) as f:
-        f.write(f"model_config_list {{\n{entries}}}\n")
-    os.chmod(f.name, 0o666 & ~_umask())
-    os.replace(f.name, path)
+    atomic_write_text(path, f"model_config_list {{\n{entries}}}\n")
     return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _replace(source, target):

@@ -8,8 +8,8 @@ same initial weights and batches, over 5 seeds, and tests them on the other
 1,497 images. Prints a table of mean ± std test accuracy and the DML -
 independent difference, and writes into --output_dir: table.md,
 quickstart.png (test accuracy per epoch), results.json and export/ (the first
-seed's DML peers and their ensemble as TF Serving SavedModels). About 2
-minutes on a 2-core CPU. The numbers are what this run measures.
+seed's DML peers and their ensemble as TF Serving SavedModels). About 70
+seconds on a 2-core CPU. The numbers are what this run measures.
 """
 
 import os

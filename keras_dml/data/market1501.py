@@ -144,7 +144,7 @@ def _list_split(root, split):
     return kind, root, names, full
 
 
-def _select(names, split):
+def _select(names):
     ids = np.array([parse_name(n) for n in names], dtype=np.int64).reshape(-1, 2)
     keep = ids[:, 0] != JUNK_ID
     return [n for n, k in zip(names, keep) if k], ids[keep, 0], ids[keep, 1]
@@ -167,7 +167,7 @@ def _split_files(root, split):
     """(kind, resolved root, names, person ids, camera ids) of a split: junk
     dropped, and the counts checked when `root` is the full dataset."""
     kind, root, names, full = _list_split(root, split)
-    names, person_ids, camera_ids = _select(names, split)
+    names, person_ids, camera_ids = _select(names)
     if full:
         _check_counts(split, person_ids, root)
     return kind, root, names, person_ids, camera_ids

@@ -20,9 +20,7 @@ from keras_dml.export import export_peers
 from keras_dml.losses import MIMICRY_MODES
 from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.training import loop, reports
-from keras_dml.training.strategies import (
-    STRATEGIES,
-)
+from keras_dml.training.strategies import STRATEGIES
 
 UPDATE_MODES = ("simultaneous", "sequential")
 # Flags that may change when a run is resumed; every other one must match.

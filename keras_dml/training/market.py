@@ -17,9 +17,7 @@ from keras_dml.export import export_peers
 from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.reid import evaluate_features, extract_features
 from keras_dml.training import loop, reports
-from keras_dml.training.strategies import (
-    STRATEGIES,
-)
+from keras_dml.training.strategies import STRATEGIES
 
 PEERS = {"mobilenet": models.reid_mobilenet, "resnet50": models.reid_resnet50}
 RANKS = (1, 5, 10, 20)

@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from keras_dml.callbacks import atomic_write_text
+from keras_dml.files import atomic_write_text
 
 __all__ = ["atomic_write_text", "plot_curves", "save_figure", "versions", "write_json"]
 

@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from keras_dml.callbacks import atomic_write_text
+from keras_dml.files import atomic_write_text
 from keras_dml.training.cifar import run_cifar
 
 # Zhang et al. (2018), Table 1, CIFAR-100 top-1 (%):
