@@ -9,9 +9,12 @@ from keras import ops
 
 from keras_dml import losses as dml_losses
 from keras_dml.cohort_metrics import CohortMetrics
+from keras_dml.fit_callbacks import with_cohort_callbacks
+from keras_dml.labels import checked_labels, label_errors
 from keras_dml.peer_optimizers import PeerOptimizers
 
 UPDATE_MODES = ("simultaneous", "sequential")
+SUPPORTED_BACKENDS = ("tensorflow",)
 
 
 def split_peer_output(output, peer_name):
@@ -38,14 +41,90 @@ def split_peer_output(output, peer_name):
     return output, []
 
 
+def _symbolic_output(peer):
+    """The peer's symbolic output when its graph is known, else None."""
+    try:
+        return peer.output
+    except (AttributeError, ValueError):
+        pass
+    try:  # A Sequential built with an Input has `outputs` but no `output`.
+        outputs = peer.outputs
+    except (AttributeError, ValueError):
+        return None
+    return outputs[0] if outputs and len(outputs) == 1 else None
+
+
 def _output_size(peer):
     """The peer's number of classes when its graph is known, else None."""
-    try:
-        output = peer.output
-    except (AttributeError, ValueError):
+    output = _symbolic_output(peer)
+    if output is None:
         return getattr(peer, "num_classes", None)
     logits, _ = split_peer_output(output, peer.name)
     return logits.shape[-1]
+
+
+_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _activation_name(layer):
+    """"softmax" / "sigmoid" when `layer` ends in that activation, else None."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    return name if name in _PROBABILITY_ACTIVATIONS else None
+
+
+def keras_tensor_producer(tensor):
+    """The layer that produced a symbolic (Keras) tensor, or None.
+
+    Keras keeps it in the private `_keras_history`; this is the one place
+    that reads it (`tests/test_mutual_learning.py` fails if a release
+    renames it).
+    """
+    history = getattr(tensor, "_keras_history", None)
+    return getattr(history, "operation", None)
+
+
+def _final_activation(peer, tensor=None):
+    """The probability activation ("softmax"/"sigmoid") that produces the
+    peer's logits, looking into nested models; None if there is none or the
+    graph is unknown."""
+    if tensor is None:
+        output = _symbolic_output(peer)
+        if output is None:
+            return None
+        tensor, _ = split_peer_output(output, peer.name)
+    layer = keras_tensor_producer(tensor)
+    if layer is None:
+        return None
+    if isinstance(layer, keras.Model):
+        return _final_activation(layer)
+    return _activation_name(layer)
+
+
+def _check_logits(peers):
+    for i, peer in enumerate(peers):
+        activation = _final_activation(peer)
+        if activation is not None:
+            raise ValueError(
+                f"Peer {i} ({peer.name!r}) ends in a {activation}: it returns "
+                "probabilities, but a MutualLearningModel peer must return "
+                "logits (its losses apply the softmax themselves; probabilities "
+                "read as logits train to nothing). For a keras.applications "
+                "model pass `classifier_activation=None`; otherwise drop the "
+                "final activation."
+            )
+
+
+def _check_backend():
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED_BACKENDS:
+        raise RuntimeError(
+            f"MutualLearningModel runs on the TensorFlow backend only; this "
+            f"process uses Keras's {backend!r} backend (KERAS_BACKEND). Set "
+            "KERAS_BACKEND=tensorflow before Keras is imported."
+        )
 
 
 def _validate_peers(peers):
@@ -74,13 +153,10 @@ def _validate_peers(peers):
                 "would be one network updated twice, not a cohort."
             )
         seen[id(peer)] = i
+    _check_logits(peers)
     sizes = {peer.name: _output_size(peer) for peer in peers}
+    _check_sizes(sizes)
     known = {size for size in sizes.values() if size is not None}
-    if len(known) > 1:
-        raise ValueError(
-            "All peers must predict the same number of classes. "
-            f"Received output sizes: {sizes}"
-        )
     owners = {}
     for i, peer in enumerate(peers):
         for v in peer.weights:
@@ -92,6 +168,15 @@ def _validate_peers(peers):
                     "peer's optimizer would update them."
                 )
     return peers, (known.pop() if known else None)
+
+
+def _check_sizes(sizes):
+    """`sizes`: peer name -> number of classes (None: unknown yet)."""
+    if len({size for size in sizes.values() if size is not None}) > 1:
+        raise ValueError(
+            "All peers must predict the same number of classes. "
+            f"Received output sizes: {sizes}"
+        )
 
 
 def _call_takes_training(peer):
@@ -177,6 +262,7 @@ class MutualLearningModel(keras.Model):
         aux_loss_weight=0.3,
         **kwargs,
     ):
+        _check_backend()
         peers, num_classes = _validate_peers(peers)
         dml_losses.validate_hyperparameters(
             kl_weight, temperature, mimicry, label_smoothing
@@ -205,6 +291,7 @@ class MutualLearningModel(keras.Model):
         self.aux_loss_weight = float(aux_loss_weight)
         self._cohort_metrics = None
         self._compile_args = None
+        self._built_input_shape = None
         if all(peer.built for peer in peers):
             self.built = True
 
@@ -214,24 +301,41 @@ class MutualLearningModel(keras.Model):
         for peer in self.peers:
             if not peer.built:
                 peer.build(input_shape)
+        # Peers without a graph until now (a Sequential without an Input, a
+        # subclassed model): their class counts are known from here on.
+        spec = keras.KerasTensor(input_shape)
+        sizes = {}
+        for peer in self.peers:
+            try:
+                output = peer.compute_output_spec(spec)
+            except Exception:  # A peer that cannot say before it runs.
+                sizes[peer.name] = None
+                continue
+            sizes[peer.name] = split_peer_output(output, peer.name)[0].shape[-1]
+        _check_sizes(sizes)
+        known = [size for size in sizes.values() if size is not None]
+        if self.num_classes is None and known:
+            self.num_classes = known[0]
+        self._built_input_shape = tuple(input_shape)
         self.built = True
 
     def call(self, inputs, training=None):
         logits = [logits for logits, _ in self._forward(inputs, training)]
-        sizes = {peer.name: z.shape[-1] for peer, z in zip(self.peers, logits)}
-        if len({s for s in sizes.values() if s is not None}) > 1:
-            raise ValueError(
-                "All peers must predict the same number of classes. "
-                f"Received output sizes: {sizes}"
-            )
+        _check_sizes({peer.name: z.shape[-1] for peer, z in zip(self.peers, logits)})
         return logits
 
     def _forward(self, inputs, training):
         """`(logits, aux_logits)` of every peer."""
-        return [
+        outputs = [
             split_peer_output(peer(inputs, training=training), peer.name)
             for peer in self.peers
         ]
+        if not self.built:
+            # Peers without an Input were built by this first call; so is the
+            # cohort (export and saving check it), for inputs like these.
+            self._built_input_shape = tuple(keras.tree.flatten(inputs)[0].shape)
+            self.built = True
+        return outputs
 
     def _peer_trainable_variables(self):
         return [peer.trainable_variables for peer in self.peers]
@@ -391,6 +495,75 @@ class MutualLearningModel(keras.Model):
             ]
         self.compile(**config)
 
+    # ------------------------------------------------------------- running
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, with what makes Keras's callbacks work on a cohort.
+
+        - `EarlyStopping`, `ModelCheckpoint` and `ReduceLROnPlateau` with
+          `mode="auto"` know the direction of every cohort log
+          (`val_peer0_accuracy`, `val_ensemble_accuracy`, `val_peer1_loss`, ...).
+        - `history.history["learning_rate"]` exists when a learning-rate
+          callback runs, as in plain Keras.
+        - The progress bar shows the loss and, per peer and for the ensemble,
+          the first compiled metric (`keras_dml.progress.CohortProgbar`); pass
+          `keras.callbacks.ProgbarLogger()` for Keras's bar with every term.
+          The history keeps every term.
+        - Bad labels raise a `ValueError` that says what was received.
+        """
+        return self._run(super().fit, args, kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate`, with the compact progress bar and label
+        errors of `fit`."""
+        return self._run(super().evaluate, args, kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        with label_errors():
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with label_errors():
+            return super().test_on_batch(*args, **kwargs)
+
+    def _run(self, method, args, kwargs):
+        bound = inspect.signature(method).bind(*args, **kwargs)
+        verbose = bound.arguments.get("verbose", "auto")
+        bound.arguments["callbacks"] = with_cohort_callbacks(
+            self, bound.arguments.get("callbacks"), verbose
+        )
+        with label_errors():
+            return method(*bound.args, **bound.kwargs)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """`keras.Model.export`: a SavedModel whose `serve` endpoint takes the
+        peers' input and returns the list of the K peers' logits, in peer
+        order.
+
+        The input signature defaults to the peers' input shape with any batch
+        size. For TF Serving with raw uint8 images, probabilities and one
+        model per peer, use `keras_dml.export.export_peers`.
+        """
+        if kwargs.get("input_signature") is None:
+            kwargs["input_signature"] = [self._input_spec_for_export()]
+        return super().export(filepath, format=format, verbose=verbose, **kwargs)
+
+    def _input_spec_for_export(self):
+        for peer in self.peers:
+            try:
+                tensor = peer.inputs[0]
+            except (AttributeError, ValueError, TypeError, IndexError):
+                continue
+            return keras.InputSpec(shape=(None, *tensor.shape[1:]), dtype=tensor.dtype)
+        if self._built_input_shape is not None:
+            shape = self._built_input_shape
+            return keras.InputSpec(shape=(None, *shape[1:]), dtype="float32")
+        raise ValueError(
+            "The peers' input shape is unknown (no peer has an Input and the "
+            "cohort was never built). Pass `input_signature=[keras.InputSpec("
+            "shape=(None, ...))]`, or call the model on a batch first."
+        )
+
     # ----------------------------------------------------------------- steps
 
     def _unpack(self, data):
@@ -492,16 +665,22 @@ class MutualLearningModel(keras.Model):
         # Peer optimizers not built yet (peers that were unbuilt at compile
         # time) build themselves over their peer's variables on first apply.
         if self.update == "sequential":
-            logits, logged = self._sequential_step(x, y)
+            y, logits, logged = self._sequential_step(x, y)
         else:
-            logits, logged = self._simultaneous_step(x, y)
+            y, logits, logged = self._simultaneous_step(x, y)
         return self._record(y, logits, logged)
 
+    def _checked(self, y, logits):
+        """The labels as flat int32 ids, checked against the logits' class
+        count (errors say what was received; see `keras_dml.labels`)."""
+        return checked_labels(y, logits[0].shape[-1], ops.shape(logits[0])[0])
+
     def _simultaneous_step(self, x, y):
-        counts = self._counts(y)
         with tf.GradientTape(persistent=True) as tape:
             outputs = self._forward(x, training=True)
             logits = [z for z, _ in outputs]
+            y = self._checked(y, logits)
+            counts = self._counts(y)
             objectives = [
                 self._peer_objective(k, t, outputs[k][1], y, counts)
                 for k, t in enumerate(self._terms(y, logits))
@@ -515,7 +694,7 @@ class MutualLearningModel(keras.Model):
         for k, scaled_loss in enumerate(scaled):
             self._apply_peer_gradients(k, tape, scaled_loss)
         del tape
-        return logits, [logged for _, logged in objectives]
+        return y, logits, [logged for _, logged in objectives]
 
     def _sequential_step(self, x, y):
         """The paper's Algorithm 1 on one mini-batch.
@@ -526,12 +705,13 @@ class MutualLearningModel(keras.Model):
         gradients, without touching BatchNorm statistics) as targets for the
         peers after it: K + (K - 1) forward passes instead of K * K.
         """
-        counts = self._counts(y)
         num_peers = len(self.peers)
         logged = [None] * num_peers
         with tf.GradientTape(persistent=True) as tape:
             outputs = self._forward(x, training=True)
             logits = [z for z, _ in outputs]
+            y = self._checked(y, logits)
+            counts = self._counts(y)
             current = list(logits)
             for k in range(num_peers):
                 (terms,) = self._terms(y, current, peer_indices=[k])
@@ -544,7 +724,7 @@ class MutualLearningModel(keras.Model):
                     if k < num_peers - 1:
                         current[k] = self._predict_without_side_effects(k, x)
         del tape
-        return logits, logged
+        return y, logits, logged
 
     def _predict_without_side_effects(self, k, x):
         """Training-mode logits of peer k with its current weights.
@@ -569,6 +749,7 @@ class MutualLearningModel(keras.Model):
         x, y = self._unpack(data)
         # Auxiliary classifiers are a training aid: evaluation uses the logits.
         logits = [z for z, _ in self._forward(x, training=False)]
+        y = self._checked(y, logits)
         counts = self._counts(y)
         logged = [
             self._peer_objective(k, t, [], y, counts)[1]

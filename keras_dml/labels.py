@@ -1,0 +1,103 @@
+"""Checking a batch's labels inside the compiled step, and turning a failed
+check into a `ValueError` that says what was received and what is expected.
+
+Without the check, a label >= num_classes surfaced as "segment_ids[6] = 210 is
+out of range", one-hot labels as "Cannot broadcast shape", and a label of 1.5
+trained silently as class 1.
+"""
+
+import contextlib
+import re
+
+import tensorflow as tf
+
+# The check runs in the graph, where only an InvalidArgumentError can stop a
+# step; its message carries this text and the offending value, and
+# `label_errors()` re-raises it as a ValueError from fit/evaluate.
+_PREFIX = "labels must be integer class ids in [0, {num_classes}) or -1 for unlabeled"
+_GRAPH_ERROR = re.compile(r"assertion failed: \[(labels must be .*)\]$", re.MULTILINE)
+
+
+def expected(num_classes):
+    """What labels must be, as error messages say it."""
+    return _PREFIX.format(num_classes=num_classes)
+
+
+def checked_labels(labels, num_classes, batch_size=None):
+    """`labels` as flat int32 class ids, after checking them.
+
+    Accepted: integer (or whole-number float) class ids of shape [batch] or
+    [batch, 1] (Keras's sparse-label shapes), each in [0, num_classes) or
+    negative for an unlabeled example.
+
+    Raises:
+        ValueError: at trace time, for labels of another rank or shape (e.g.
+            one-hot) or a non-numeric dtype.
+        tf.errors.InvalidArgumentError: when the step runs, for a label >=
+            num_classes or one that is not a whole number; its message holds
+            `expected(num_classes)` and the first such label ("received 150").
+    """
+    labels = tf.convert_to_tensor(labels)
+    shape = labels.shape
+    if labels.dtype == tf.string or labels.dtype == tf.bool:
+        raise ValueError(
+            f"{expected(num_classes)}; received {labels.dtype.name} labels."
+        )
+    if shape.rank is None or (shape.rank == 2 and shape[-1] == 1):
+        # Unknown rank: Keras retraced the step for several label shapes; the
+        # one-label-per-example check below catches one-hot labels at run time.
+        labels = tf.reshape(labels, [-1])
+    elif shape.rank != 1:
+        hint = ""
+        if shape.rank == 2 and shape[-1] == num_classes:
+            hint = " (one-hot? pass the class ids: argmax over the last axis)"
+        raise ValueError(
+            f"{expected(num_classes)}, one per example (shape [batch]); received "
+            f"labels of shape {list(shape)}{hint}."
+        )
+    if labels.dtype.is_floating:
+        whole = tf.logical_and(
+            tf.math.is_finite(labels), tf.equal(labels, tf.math.round(labels))
+        )
+    else:
+        whole = tf.ones_like(labels, dtype=tf.bool)
+    good = tf.logical_and(whole, tf.less(labels, tf.cast(num_classes, labels.dtype)))
+    first_bad = tf.gather(labels, tf.argmin(tf.cast(good, tf.int32)))
+    checks = [
+        tf.debugging.Assert(
+            tf.reduce_all(good),
+            [f"{expected(num_classes)}; received", first_bad],
+            summarize=1,
+        )
+    ]
+    if batch_size is not None:
+        checks.append(
+            tf.debugging.Assert(
+                tf.equal(tf.size(labels), tf.cast(batch_size, tf.int32)),
+                [
+                    f"{expected(num_classes)}, one per example; the batch has",
+                    batch_size,
+                    "examples and",
+                    tf.size(labels),
+                    "labels",
+                ],
+            )
+        )
+    # Everything that reads the labels waits for the checks.
+    with tf.control_dependencies(checks):
+        return tf.identity(tf.cast(labels, tf.int32))
+
+
+@contextlib.contextmanager
+def label_errors():
+    """Re-raises a failed in-graph label check as a `ValueError` whose message
+    starts with what labels must be and ends with the value received."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        match = _GRAPH_ERROR.search(str(error.message))
+        if match is None:
+            raise
+        # TF prints the Assert's data as "[part] [part] ...".
+        message = " ".join(part.strip() for part in match.group(1).split("] ["))
+        raise ValueError(message) from None

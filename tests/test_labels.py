@@ -1,0 +1,84 @@
+"""Bad labels in fit, evaluate and train_on_batch: a ValueError that says what
+was received and what is expected, raised from the compiled step."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_dml
+from tests.helpers import NUM_CLASSES, data, dense_peer
+
+EXPECTED = rf"labels must be integer class ids in \[0, {NUM_CLASSES}\) or -1 for unlabeled"
+
+
+def _cohort(update="simultaneous"):
+    model = keras_dml.MutualLearningModel([dense_peer(1), dense_peer(3)], update=update)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), metrics=["accuracy"])
+    return model
+
+
+def _bad_labels():
+    _, y = data(32)
+    too_large = y.copy()
+    too_large[6] = 150
+    fraction = y.astype("float32")
+    fraction[3] = 1.5
+    return {
+        "too_large": (too_large, f"{EXPECTED}; received 150$"),
+        "one_hot": (
+            keras.utils.to_categorical(y, NUM_CLASSES),
+            rf"{EXPECTED}, one per example .*received labels of shape \[16, 4\] \(one-hot",
+        ),
+        "matrix": (np.stack([y, y], axis=1), r"received labels of shape \[16, 2\]"),
+        "fraction": (fraction, f"{EXPECTED}; received 1.5$"),
+        "nan": (np.full(32, np.nan, "float32"), f"{EXPECTED}; received nan$"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_labels()))
+@pytest.mark.parametrize("update", ["simultaneous", "sequential"])
+def test_fit_refuses_bad_labels(case, update):
+    labels, message = _bad_labels()[case]
+    x, _ = data(32)
+    with pytest.raises(ValueError, match=message):
+        _cohort(update).fit(x, labels, batch_size=16, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("case", sorted(_bad_labels()))
+def test_evaluate_and_train_on_batch_refuse_bad_labels(case):
+    labels, message = _bad_labels()[case]
+    x, _ = data(32)
+    model = _cohort()
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(x, labels, batch_size=16, verbose=0)
+    with pytest.raises(ValueError, match=message.replace("16", "32")):
+        model.train_on_batch(x, labels)
+
+
+def test_a_dataset_with_a_bad_label_fails_at_that_batch():
+    import tensorflow as tf
+
+    x, y = data(32)
+    y[20] = NUM_CLASSES
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    with pytest.raises(ValueError, match=f"{EXPECTED}; received {NUM_CLASSES}$"):
+        _cohort().fit(dataset, epochs=1, verbose=0)
+
+
+def test_good_labels_of_every_accepted_form_train_alike():
+    x, y = data(32, unlabeled=5)
+    results = []
+    for labels in (y, y.reshape(-1, 1), y.astype("float32"), y.astype("int64")):
+        keras.utils.set_random_seed(0)
+        model = _cohort()
+        model.fit(x, labels, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        results.append(model.peers[0].get_weights())
+    for weights in results[1:]:
+        for a, b in zip(results[0], weights):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_string_labels_are_refused():
+    x, y = data(8)
+    with pytest.raises(ValueError, match=f"{EXPECTED}; received string labels"):
+        _cohort().train_on_batch(x, y.astype(str))
