@@ -12,6 +12,8 @@ python benchmarks/dml_step.py [--repeats=5] [--steps=5]
 4. mixed_bfloat16 vs float32 step time (K = 2), and the quickstart's test
    accuracy under both (--quickstart_seeds seeds).
 5. Peak resident memory of training K = 1, 2, 4 peers (one process each).
+6. The in-step label check (`keras_dml.labels`) vs the same step without it
+   (K = 2).
 Ratios are taken within each repeat; medians are printed as markdown.
 """
 
@@ -46,7 +48,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("memory_peers", 0, "Internal: peers for --memory_steps.")
 flags.DEFINE_list(
-    "parts", ["overhead", "sequential", "bf16", "memory"], "Which measurements to run."
+    "parts",
+    ["overhead", "sequential", "bf16", "memory", "labels"],
+    "Which measurements to run.",
 )
 
 BATCH = 64
@@ -147,6 +151,23 @@ def sequential_rows(x, y):
         )
         rows.append((k, seq, sim, ratio))
     return rows
+
+
+class _UncheckedLabels(keras_dml.MutualLearningModel):
+    """The cohort with the label check replaced by the cast it wraps."""
+
+    def _checked(self, y, logits):
+        return tf.reshape(tf.cast(y, tf.int32), [-1])
+
+
+def label_check_row(x, y):
+    keras.backend.clear_session()
+    checked = cohort(2)
+    unchecked = _UncheckedLabels(
+        [keras_dml.models.resnet32(num_classes=100) for _ in range(2)]
+    )
+    unchecked.compile(_optimizer())
+    return interleaved(_stepper([checked], x, y), _stepper([unchecked], x, y))
 
 
 def bf16_row(x, y):
@@ -257,6 +278,14 @@ def print_bf16(row):
         )
 
 
+def print_label_check(row):
+    checked, unchecked, ratio = row
+    print(
+        f"\nlabel check: {checked:.3f} s vs {unchecked:.3f} s without it per K=2 "
+        f"step: {ratio:.3f}x."
+    )
+
+
 def print_memory(memory):
     print("\n| peers | peak RSS (MB) | above the TensorFlow baseline (MB) |")
     print("| --- | ---: | ---: |")
@@ -277,6 +306,8 @@ def main(argv):
         print_sequential(sequential_rows(x, y))
     if "bf16" in parts:
         print_bf16(bf16_row(x, y))
+    if "labels" in parts:
+        print_label_check(label_check_row(x, y))
     if "memory" in parts:
         print_memory({k: memory_of(k) for k in (1, 2, 4)})
 

@@ -1,15 +1,17 @@
 """Callbacks for long DML runs: exact-resume checkpoints, a NaN stop, and a
 one-line summary per epoch."""
 
+import csv
 import json
 import math
 import os
 import re
 import time
+import zipfile
 
 import keras
 
-from keras_dml.files import atomic_write_text
+from keras_dml.files import atomic_write_text, save_model, writing
 
 STATE_FILE = "state.json"
 
@@ -64,24 +66,36 @@ class StopOnNaN(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves everything needed to resume at the end of every epoch.
 
-    `directory` holds `epoch-XXXX.weights.h5` (the cohort's weights and every
-    peer optimizer's state) and `state.json` (the completed epoch count, that
-    file's name and the logs of every epoch so far). Each file is written
-    under a temporary name and renamed, and `state.json` is replaced only after
-    the weights it names are complete, so a crash at any moment leaves a
-    consistent checkpoint. `history.csv` beside it is rewritten from the same
-    logs, so it never holds an epoch the checkpoint does not.
+    `directory` holds `epoch-XXXX.keras` (the cohort's weights and every peer
+    optimizer's state; the last `keep` epochs) and `state.json` (the completed
+    epoch count, that file's name and the logs of every epoch so far). Each
+    file is written under a temporary name and renamed, and `state.json` is
+    replaced only after the checkpoint it names is complete, so a crash at any
+    moment leaves a consistent checkpoint. `history.csv` beside it is
+    rewritten from the same logs, so it never holds an epoch the checkpoint
+    does not.
 
-    Call `restore(model)` before `fit` to load the last checkpoint; it returns
-    the epoch to pass as `fit(initial_epoch=...)`.
+    Checkpoints are `.keras` archives rather than `.weights.h5`: Keras builds
+    their HDF5 content in memory, so a full disk fails as a plain `OSError`.
+    Writing `.weights.h5` straight to a full disk left HDF5 in a broken state
+    that crashed the process at exit (segmentation fault).
+
+    Call `restore(model)` before `fit` to load the last intact checkpoint; it
+    returns the epoch to pass as `fit(initial_epoch=...)`.
+
+    Raises (from `fit`):
+        keras_dml.files.OutputError: a checkpoint could not be written (e.g.
+            the disk is full); the message names the folder and the last
+            intact checkpoint, and no temporary file is left.
     """
 
-    def __init__(self, directory, csv_path=None, stop_on_nan=None, keep=1):
+    def __init__(self, directory, csv_path=None, stop_on_nan=None, keep=2, log=print):
         super().__init__()
         self.directory = directory
         self.csv_path = csv_path
         self.stop_on_nan = stop_on_nan
         self.keep = keep
+        self.log = log
         self.history = []
         self._epoch_start = None
         os.makedirs(directory, exist_ok=True)
@@ -91,7 +105,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return os.path.join(self.directory, STATE_FILE)
 
     def read_state(self, directory=None):
-        """The saved state dict, or None when nothing was saved yet."""
+        """The saved state dict, or None when nothing was saved yet.
+
+        Raises:
+            ValueError: `state.json` is unreadable (`restore` then falls back
+                to the checkpoint files themselves).
+        """
         directory = directory or self.directory
         path = os.path.join(directory, STATE_FILE)
         if not os.path.exists(path):
@@ -99,30 +118,63 @@ class EpochCheckpoint(keras.callbacks.Callback):
         try:
             with open(path) as f:
                 state = json.load(f)
-            weights = os.path.join(directory, state["weights"])
-        except (OSError, ValueError, KeyError) as error:
+            int(state["epoch"]), str(state["weights"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(
-                f"{path}: unreadable checkpoint state ({error}). Delete the "
-                "checkpoint folder to start over."
+                f"{path}: unreadable checkpoint state ({error})"
             ) from error
-        if not os.path.isfile(weights):
-            raise ValueError(f"{path}: names {weights}, which is missing.")
         return state
 
     def restore(self, model, directory=None):
-        """Loads the last checkpoint into `model` (compiled); returns the number
-        of completed epochs (0 when there is none).
+        """Loads the last intact checkpoint into `model` (compiled); returns the
+        number of completed epochs it holds (0 when there is none).
+
+        A checkpoint that is truncated or unreadable is named with its epoch,
+        and the previous intact one is used instead (said so through `log`);
+        when none is intact, training starts over from epoch 0 (also said).
 
         `directory` defaults to this callback's; multi-worker runs restore every
         worker from the chief's folder while only the chief writes there.
         """
         directory = directory or self.directory
-        state = self.read_state(directory)
-        if state is None:
+        try:
+            state = self.read_state(directory)
+        except ValueError as error:
+            self.log(f"warning: {error}; looking for the newest intact checkpoint.")
+            state = {"epoch": None, "weights": None, "history": None}
+        candidates = checkpoint_files(directory)
+        if state is None and not candidates:
             return 0
-        model.load_weights(os.path.join(directory, state["weights"]))
-        self.history = list(state.get("history", []))
-        return int(state["epoch"])
+        problems = []
+        if state is not None and state["epoch"] is not None:
+            # Files of epochs after the state's were never completed.
+            candidates = [(e, n) for e, n in candidates if e <= int(state["epoch"])]
+            if state["weights"] not in [name for _, name in candidates]:
+                missing = os.path.join(directory, state["weights"])
+                problems.append(f"{missing} (epoch {state['epoch']}) is missing")
+        for epoch, name in candidates:
+            path = os.path.join(directory, name)
+            problem = checkpoint_problem(path)
+            if problem is not None:
+                problems.append(f"{path} (epoch {epoch}) is {problem}")
+                continue
+            model.load_weights(path)
+            for message in problems:
+                self.log(f"warning: {message}; resuming from epoch {epoch} ({path}).")
+            history = (state or {}).get("history")
+            if history is None:
+                history = history_from_csv(
+                    os.path.join(os.path.dirname(directory), "history.csv")
+                )
+            self.history = [row for row in history if row.get("epoch", 0) <= epoch]
+            return epoch
+        named = "; ".join(problems) if problems else f"{directory} holds no checkpoint"
+        self.log(
+            f"warning: {named}; no intact checkpoint is left, so training starts "
+            "over from epoch 0."
+        )
+        self.history = []
+        return 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -133,32 +185,94 @@ class EpochCheckpoint(keras.callbacks.Callback):
             logs
         ):
             return  # Keep the last good checkpoint.
-        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        name = f"epoch-{epoch + 1:04d}.keras"
         path = os.path.join(self.directory, name)
-        temporary = os.path.join(self.directory, f".{name}.tmp.weights.h5")
-        self.model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, path)
-        row = {
-            "epoch": epoch + 1,
-            **{k: float(v) for k, v in logs.items() if _is_number(v)},
-            "epoch_seconds": time.perf_counter() - self._epoch_start,
-        }
-        self.history = [h for h in self.history if h["epoch"] <= epoch] + [row]
-        state = {"epoch": epoch + 1, "weights": name, "history": self.history}
-        atomic_write_text(self.state_path, json.dumps(state, indent=1))
-        if self.csv_path:
-            atomic_write_text(self.csv_path, history_csv(self.history))
+        with writing(self.directory, self._intact_note):
+            save_model(self.model, path)
+            row = {
+                "epoch": epoch + 1,
+                **{k: float(v) for k, v in logs.items() if _is_number(v)},
+                "epoch_seconds": time.perf_counter() - self._epoch_start,
+            }
+            history = [h for h in self.history if h["epoch"] <= epoch] + [row]
+            state = {"epoch": epoch + 1, "weights": name, "history": history}
+            atomic_write_text(self.state_path, json.dumps(state, indent=1))
+            self.history = history
+            if self.csv_path:
+                atomic_write_text(self.csv_path, history_csv(self.history))
         self._remove_old(keep_name=name)
 
-    def _remove_old(self, keep_name):
-        saved = sorted(
-            n
-            for n in os.listdir(self.directory)
-            if n.startswith("epoch-") and n.endswith(".weights.h5")
+    def _intact_note(self):
+        try:
+            state = self.read_state()
+        except ValueError:
+            state = None
+        if state is None:
+            return "No epoch had completed, so there is no checkpoint yet."
+        return (
+            f"The checkpoint of the last completed epoch ({state['epoch']}) is "
+            f"intact in {self.directory}; free space and re-run the same command "
+            "to resume."
         )
-        for old in saved[: -self.keep] if self.keep else saved:
+
+    def _remove_old(self, keep_name):
+        saved = [name for _, name in checkpoint_files(self.directory)]
+        for old in saved[self.keep :] if self.keep else saved:
             if old != keep_name:
                 os.remove(os.path.join(self.directory, old))
+
+
+_CHECKPOINT = re.compile(r"epoch-(\d+)\.(?:keras|weights\.h5)")
+
+
+def checkpoint_files(directory):
+    """`[(epoch, file name)]` of the checkpoints in `directory`, newest first
+    (`.weights.h5` ones are from keras_dml 0.1 runs)."""
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for name in os.listdir(directory):
+        match = _CHECKPOINT.fullmatch(name)
+        if match:
+            found.append((int(match.group(1)), name))
+    return sorted(found, reverse=True)
+
+
+def checkpoint_problem(path):
+    """None if the checkpoint file at `path` reads back whole, else what is
+    wrong with it ("truncated or corrupt (...)")."""
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()  # Reads every member, checking its CRC.
+                if bad is not None:
+                    return f"corrupt (member {bad} fails its checksum)"
+                if "model.weights.h5" not in archive.namelist():
+                    return "not a Keras checkpoint (no model.weights.h5)"
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                f.visititems(
+                    lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None
+                )
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, ValueError) as error:
+        return f"truncated or corrupt ({error})"
+    return None
+
+
+def history_from_csv(path):
+    """Epoch logs from a `history.csv` (what `history_csv` writes); [] when it
+    is missing or unreadable."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [
+            {k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
+            for row in rows
+        ]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def history_csv(history):

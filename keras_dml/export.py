@@ -13,6 +13,7 @@ are. Signatures:
   as the DML re-ID evaluation uses.
 """
 
+import errno
 import os
 import re
 import shutil
@@ -251,7 +252,7 @@ def export_peers(
             os.makedirs(parent, exist_ok=True)
             staged[name] = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=parent)
             archive = _archive(members, shape, mean, std, ensemble)
-            archive.write_out(staged[name], verbose=False)
+            _write_out(archive, staged[name])
             # mkdtemp makes the folder private (0700); a server running as
             # another user must be able to read it, as any folder made here.
             os.chmod(staged[name], 0o777 & ~umask())
@@ -286,6 +287,21 @@ def write_model_config(export_dir, container_dir="/models"):
     path = os.path.join(export_dir, "models.config")
     atomic_write_text(path, f"model_config_list {{\n{entries}}}\n")
     return path
+
+
+def _write_out(archive, path):
+    """`archive.write_out(path)`, with TensorFlow's file errors as OSErrors.
+
+    TensorFlow reports a full disk as `ResourceExhaustedError` ("No space left
+    on device") and a read-only folder as `PermissionDeniedError`; as OSErrors
+    they reach the caller like any other failed write.
+    """
+    try:
+        archive.write_out(path, verbose=False)
+    except tf.errors.ResourceExhaustedError as error:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from error
+    except tf.errors.PermissionDeniedError as error:
+        raise OSError(errno.EACCES, error.message, path) from error
 
 
 def _replace(source, target):

@@ -1,9 +1,65 @@
-"""Writing files so that a crash leaves the old content or the new, never half,
-and so that they get the permissions any file written here would get."""
+"""Writing a run's files: atomically (a crash leaves the old content or the
+new, never half), with the permissions any file written here would get, and
+with one clear error when the disk is full or read-only.
+
+Every temporary name starts with `.tmp-` (or `.old-` for a replaced export
+version), so `remove_stale_temporaries` can clear what a killed run left.
+"""
 
 import contextlib
 import os
+import shutil
 import tempfile
+
+TEMPORARY_PREFIX = ".tmp-"
+_STALE_PREFIXES = (TEMPORARY_PREFIX, ".old-")
+# Names keras_dml 0.1 gave its temporaries (runs killed before an upgrade).
+_LEGACY_SUFFIX = ".tmp.weights.h5"
+_LEGACY_WRITER_PREFIXES = (
+    ".state.json-",
+    ".config.json-",
+    ".results.json-",
+    ".history.csv-",
+    ".models.config-",
+    ".table.md-",
+    ".reid_results.md-",
+    ".reid_results.json-",
+)
+
+
+class OutputError(OSError):
+    """Writing an output failed (disk full, read-only, ...). The message names
+    what was being written and what is intact; nothing half-written is left."""
+
+    def __str__(self):
+        return self.strerror or super().__str__()
+
+
+def describe(error):
+    """A short reason for an OSError: "No space left on device" and the like."""
+    if error.errno is not None:
+        return os.strerror(error.errno)
+    return str(error)
+
+
+@contextlib.contextmanager
+def writing(where, note=""):
+    """Turns an OSError raised inside into an `OutputError` naming `where`.
+
+    Args:
+        where: the file or folder being written.
+        note: what is intact and what to do; a string, or a callable giving
+            one (evaluated only on failure).
+    """
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        text = note() if callable(note) else note
+        raise OutputError(
+            error.errno, f"Could not write {where}: {describe(error)}. {text}".strip()
+        ) from None
 
 
 def umask():
@@ -11,6 +67,12 @@ def umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def temporary_path(path):
+    """A temporary name beside `path` that `remove_stale_temporaries` knows."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f"{TEMPORARY_PREFIX}{name}")
 
 
 def atomic_write_text(path, text):
@@ -22,7 +84,10 @@ def atomic_write_text(path, text):
     """
     directory = os.path.dirname(os.path.abspath(path))
     temporary = tempfile.NamedTemporaryFile(
-        "w", dir=directory, prefix=f".{os.path.basename(path)}-", delete=False
+        "w",
+        dir=directory,
+        prefix=f"{TEMPORARY_PREFIX}{os.path.basename(path)}-",
+        delete=False,
     )
     try:
         with temporary as f:
@@ -36,3 +101,40 @@ def atomic_write_text(path, text):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary.name)
         raise
+
+
+def save_model(model, path):
+    """`model.save(path)` (a `.keras` file) through a temporary file and a
+    rename; a failed save leaves `path` as it was and no temporary file."""
+    temporary = temporary_path(path)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+
+
+def remove_stale_temporaries(folder):
+    """Removes the temporary files and folders a killed run left in `folder`
+    and its subfolders (checkpoints, export versions). Returns their paths."""
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        for name in list(dirs) + files:
+            stale = (
+                name.startswith(_STALE_PREFIXES)
+                or name.endswith(_LEGACY_SUFFIX)
+                or name.startswith(_LEGACY_WRITER_PREFIXES)
+            )
+            if not stale:
+                continue
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            removed.append(path)
+    return removed

@@ -25,7 +25,7 @@ _PEER_RATE = "learning_rate_"
 
 
 def metric_direction(metric):
-    """"max", "min" or None for a `keras.metrics.Metric`.
+    """ "max", "min" or None for a `keras.metrics.Metric`.
 
     Keras keeps a metric's direction in the private `_direction` attribute
     ("up" / "down"); `tests/test_fit_callbacks.py` fails if a release renames

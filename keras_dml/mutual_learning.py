@@ -67,7 +67,7 @@ _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def _activation_name(layer):
-    """"softmax" / "sigmoid" when `layer` ends in that activation, else None."""
+    """ "softmax" / "sigmoid" when `layer` ends in that activation, else None."""
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
     activation = getattr(layer, "activation", None)

@@ -45,7 +45,9 @@ def _number(value):
 
 def _duration(seconds):
     if seconds >= 3600:
-        return f"{seconds // 3600:.0f}:{seconds % 3600 // 60:02.0f}:{seconds % 60:02.0f}"
+        return (
+            f"{seconds // 3600:.0f}:{seconds % 3600 // 60:02.0f}:{seconds % 60:02.0f}"
+        )
     if seconds >= 60:
         return f"{seconds // 60:.0f}:{seconds % 60:02.0f}"
     return f"{seconds:.0f}s"
@@ -64,8 +66,10 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
     Each line shows the loss (summed over peers) and the headline metric with
     one value per peer, in peer order, then the ensemble's:
 
-        781/781 ━━━━━━━━━━━━ 142s 182ms/step - loss 7.2310 - accuracy 0.3120 0.2981 ens 0.3301
-                   val_loss 7.0012 - val_accuracy 0.3330 0.3150 ens 0.3520
+        781/781 ━━━━━━━━━━━━ 142s 182ms/step - loss 7.2310 - accuracy 0.3120 ...
+            val_loss 7.0012 - val_accuracy 0.3330 0.3150 ens 0.3520
+
+    (the first line goes on: `... 0.2981 ens 0.3301`).
 
     Pass `keras.callbacks.ProgbarLogger()` in `callbacks` for Keras's own bar
     with every term.

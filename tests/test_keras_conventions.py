@@ -51,7 +51,9 @@ def _callbacks(monitor, tmp_path):
     }
 
 
-@pytest.mark.parametrize("kind", ["EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"])
+@pytest.mark.parametrize(
+    "kind", ["EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"]
+)
 @pytest.mark.parametrize("monitor,mode", MONITORED)
 def test_monitoring_callbacks_know_the_direction_of_every_cohort_log(
     kind, monitor, mode, tmp_path
@@ -67,7 +69,9 @@ def test_monitoring_callbacks_know_the_direction_of_every_cohort_log(
     callback = _callbacks(monitor, tmp_path)[kind]
     model.fit(x, y, validation_data=(x, y), epochs=2, callbacks=[callback], verbose=0)
     assert callback.mode == mode
-    assert callback.monitor_op is (keras.ops.greater if mode == "max" else keras.ops.less)
+    assert callback.monitor_op is (
+        keras.ops.greater if mode == "max" else keras.ops.less
+    )
     if kind == "ModelCheckpoint":
         assert (tmp_path / "best.weights.h5").is_file()
 
@@ -78,7 +82,9 @@ def test_early_stopping_restores_the_best_peer_accuracy_weights():
     stop = keras.callbacks.EarlyStopping(
         monitor="val_ensemble_accuracy", patience=1, restore_best_weights=True
     )
-    history = model.fit(x, y, validation_data=(x, y), epochs=3, callbacks=[stop], verbose=0)
+    history = model.fit(
+        x, y, validation_data=(x, y), epochs=3, callbacks=[stop], verbose=0
+    )
     assert "val_ensemble_accuracy" in history.history
 
 
@@ -95,7 +101,10 @@ def test_a_metric_without_a_direction_still_asks_for_mode():
 
 def test_keras_metric_direction_attribute_is_where_we_read_it():
     # fit_callbacks.metric_direction reads Keras's private `_direction`.
-    assert fit_callbacks.metric_direction(keras.metrics.SparseCategoricalAccuracy()) == "max"
+    assert (
+        fit_callbacks.metric_direction(keras.metrics.SparseCategoricalAccuracy())
+        == "max"
+    )
     assert fit_callbacks.metric_direction(keras.metrics.MeanSquaredError()) == "min"
 
 
@@ -125,7 +134,9 @@ def test_history_has_learning_rate_as_in_plain_keras(callback, tmp_path):
 def test_learning_rate_scheduler_values_are_logged():
     model = _cohort()
     x, y = data(32)
-    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 / (epoch + 1))
+    scheduler = keras.callbacks.LearningRateScheduler(
+        lambda epoch, lr: 0.1 / (epoch + 1)
+    )
     history = model.fit(x, y, epochs=3, callbacks=[scheduler], verbose=0)
     np.testing.assert_allclose(history.history["learning_rate"], [0.1, 0.05, 0.1 / 3])
 
@@ -156,7 +167,9 @@ def test_model_export_after_fit_and_predict(tmp_path):
 
 def test_model_export_of_peers_without_an_input(tmp_path):
     def peer():
-        return keras.Sequential([keras.layers.Dense(8), keras.layers.Dense(NUM_CLASSES)])
+        return keras.Sequential(
+            [keras.layers.Dense(8), keras.layers.Dense(NUM_CLASSES)]
+        )
 
     model = keras_dml.MutualLearningModel([peer(), peer()])
     model.compile("sgd")
@@ -175,10 +188,15 @@ def _application(**kwargs):
 
 
 def test_keras_applications_peer_with_softmax_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"Peer 0 \('mobilenetv2.*softmax.*classifier_activation=None"):
+    with pytest.raises(
+        ValueError, match=r"Peer 0 \('mobilenetv2.*softmax.*classifier_activation=None"
+    ):
         keras_dml.MutualLearningModel([_application(), _application()])
     keras_dml.MutualLearningModel(
-        [_application(classifier_activation=None), _application(classifier_activation=None)]
+        [
+            _application(classifier_activation=None),
+            _application(classifier_activation=None),
+        ]
     )
 
 
@@ -197,7 +215,8 @@ def test_peers_ending_in_probabilities_are_refused(last):
     x = keras.layers.Dense(NUM_CLASSES)(inputs)
     probabilities = keras.Model(inputs, last()(x), name="probs")
     sequential = keras.Sequential(
-        [keras.Input((NUM_FEATURES,)), keras.layers.Dense(NUM_CLASSES), last()], name="seq"
+        [keras.Input((NUM_FEATURES,)), keras.layers.Dense(NUM_CLASSES), last()],
+        name="seq",
     )
     for bad in (probabilities, sequential):
         with pytest.raises(ValueError, match=f"Peer 1 \\({bad.name!r}\\) ends in a"):
@@ -208,7 +227,9 @@ def test_a_nested_softmax_model_is_refused():
     inputs = keras.Input((32, 32, 3))
     wrapper = keras.Model(inputs, _application()(inputs), name="wrapper")
     with pytest.raises(ValueError, match="'wrapper'.*softmax"):
-        keras_dml.MutualLearningModel([wrapper, _application(classifier_activation=None)])
+        keras_dml.MutualLearningModel(
+            [wrapper, _application(classifier_activation=None)]
+        )
 
 
 def test_keras_tensor_producer_is_where_we_read_it():
@@ -220,7 +241,9 @@ def test_keras_tensor_producer_is_where_we_read_it():
 def test_sequential_peers_with_other_class_counts_are_refused_when_built():
     def sequential(num_classes, with_input):
         layers = [keras.layers.Dense(8), keras.layers.Dense(num_classes)]
-        return keras.Sequential(([keras.Input((NUM_FEATURES,))] if with_input else []) + layers)
+        return keras.Sequential(
+            ([keras.Input((NUM_FEATURES,))] if with_input else []) + layers
+        )
 
     with pytest.raises(ValueError, match="same number of classes.*4.*5"):
         keras_dml.MutualLearningModel([sequential(4, True), sequential(5, True)])
@@ -231,7 +254,9 @@ def test_sequential_peers_with_other_class_counts_are_refused_when_built():
 
 def test_other_backends_are_refused_by_name(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(RuntimeError, match="TensorFlow backend only.*'jax'.*KERAS_BACKEND"):
+    with pytest.raises(
+        RuntimeError, match="TensorFlow backend only.*'jax'.*KERAS_BACKEND"
+    ):
         keras_dml.MutualLearningModel([dense_peer(1), dense_peer(3)])
 
 
@@ -269,5 +294,11 @@ def test_verbose_zero_prints_nothing_and_history_keeps_every_term(capsys):
 
 def test_progbar_entries_without_metrics_show_each_peers_loss():
     bar = CohortProgbar()
-    logs = {"loss": 2.0, "peer0_loss": 1.0, "peer0_ce": 1.0, "peer0_kl": 0.0, "peer1_loss": 1.0}
+    logs = {
+        "loss": 2.0,
+        "peer0_loss": 1.0,
+        "peer0_ce": 1.0,
+        "peer0_kl": 0.0,
+        "peer1_loss": 1.0,
+    }
     assert bar._entries(logs, "") == ["loss 2.0000", "peer loss 1.0000 1.0000"]

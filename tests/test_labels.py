@@ -8,7 +8,9 @@ import pytest
 import keras_dml
 from tests.helpers import NUM_CLASSES, data, dense_peer
 
-EXPECTED = rf"labels must be integer class ids in \[0, {NUM_CLASSES}\) or -1 for unlabeled"
+EXPECTED = (
+    rf"labels must be integer class ids in \[0, {NUM_CLASSES}\) or -1 for unlabeled"
+)
 
 
 def _cohort(update="simultaneous"):
@@ -27,7 +29,8 @@ def _bad_labels():
         "too_large": (too_large, f"{EXPECTED}; received 150$"),
         "one_hot": (
             keras.utils.to_categorical(y, NUM_CLASSES),
-            rf"{EXPECTED}, one per example .*received labels of shape \[16, 4\] \(one-hot",
+            rf"{EXPECTED}, one per example .*"
+            r"received labels of shape \[16, 4\] \(one-hot",
         ),
         "matrix": (np.stack([y, y], axis=1), r"received labels of shape \[16, 2\]"),
         "fraction": (fraction, f"{EXPECTED}; received 1.5$"),

@@ -13,6 +13,8 @@ import tarfile
 import zipfile
 import zlib
 
+from keras_dml.data import releases
+
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 # What a damaged archive raises while being listed or read.
@@ -68,32 +70,47 @@ def read_tar_members(path, wanted):
     archive = os.path.basename(path)
     try:
         with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                name = check_member_name(path, member.name)
-                if member.issym() or member.islnk():
-                    raise ValueError(
-                        f"{archive}: member {member.name!r} is a link; "
-                        "dataset archives hold regular files only."
-                    )
-                if not (member.isfile() or member.isdir()):
-                    raise ValueError(
-                        f"{archive}: member {member.name!r} is a device or FIFO; "
-                        "dataset archives hold regular files only."
-                    )
-                if member.isfile():
-                    names.add(name)
-                    if name in wanted:
-                        found[name] = tar.extractfile(member).read()
+            _read_tar(tar, path, wanted, found, names)
+            # Reading to the end makes gzip check the CRC and length of the
+            # whole stream: tar itself has no checksum over file contents, so
+            # bytes altered in a member would otherwise be read silently.
+            while tar.fileobj.read(1 << 20):
+                pass
     except _ARCHIVE_ERRORS as error:
         raise ValueError(
-            f"{archive}: not a readable tar archive, or truncated ({error})."
+            f"{archive}: damaged, truncated or not a tar archive ({error}). "
+            "Download it again."
         ) from error
+    releases.check_release(path, container_problem=lambda: None)
     return found, names
+
+
+def _read_tar(tar, path, wanted, found, names):
+    """Adds the wanted members of an open tar to `found`, every regular file
+    to `names`; refuses unsafe members."""
+    archive = os.path.basename(path)
+    for member in tar:
+        name = check_member_name(path, member.name)
+        if member.issym() or member.islnk():
+            raise ValueError(
+                f"{archive}: member {member.name!r} is a link; "
+                "dataset archives hold regular files only."
+            )
+        if not (member.isfile() or member.isdir()):
+            raise ValueError(
+                f"{archive}: member {member.name!r} is a device or FIFO; "
+                "dataset archives hold regular files only."
+            )
+        if member.isfile():
+            names.add(name)
+            if name in wanted:
+                found[name] = tar.extractfile(member).read()
 
 
 def list_zip_members(path):
     """The regular-file member names of a zip archive, each checked to be safe."""
     archive = os.path.basename(path)
+    releases.check_release(path)
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()

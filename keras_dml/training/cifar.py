@@ -308,14 +308,15 @@ def run_cifar(config):
             verbose=config.verbose,
         )
         test_logs = model.evaluate(test, return_dict=True, verbose=0)
-        loop.save_model(model, os.path.join(write_to, "cohort.keras"))
-        if config.export:
-            export_peers(
-                model,
-                os.path.join(write_to, "export"),
-                preprocessing="cifar100",
-                overwrite=True,
+        with loop.writing_outputs(write_to):
+            loop.save_model(model, os.path.join(write_to, "cohort.keras"))
+            if config.export:
+                export_peers(
+                    model,
+                    os.path.join(write_to, "export"),
+                    preprocessing="cifar100",
+                    overwrite=True,
+                )
+            return _write_reports(
+                config, write_to, model, history, test_logs, started, strategy
             )
-        return _write_reports(
-            config, write_to, model, history, test_logs, started, strategy
-        )

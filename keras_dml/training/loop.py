@@ -8,6 +8,7 @@ import os
 
 import keras
 
+from keras_dml import files
 from keras_dml.callbacks import EpochCheckpoint, EpochSummary, StopOnNaN
 from keras_dml.data.epochs import resolve_seed
 from keras_dml.training import reports
@@ -75,7 +76,11 @@ def prepared_run(config, resumable_changes):
     check_seed(strategy, config.seed)
     config = dataclasses.replace(config, seed=resolve_seed(config.seed))
     write_to = writable_dir(strategy, config.model_dir)
-    write_config(config, write_to)
+    if write_to == config.model_dir:
+        for path in files.remove_stale_temporaries(config.model_dir):
+            print(f"Removed {path}, left by an interrupted run.")
+    with writing_outputs(write_to):
+        write_config(config, write_to)
     if config.deterministic:
         import tensorflow as tf
 
@@ -123,11 +128,12 @@ def fit_with_checkpoints(
         TrainingDiverged: the loss became NaN; the last good checkpoint stays.
     """
     stop = StopOnNaN()
-    checkpoint = EpochCheckpoint(
-        os.path.join(write_to, "checkpoints"),
-        csv_path=os.path.join(write_to, "history.csv"),
-        stop_on_nan=stop,
-    )
+    with writing_outputs(write_to):
+        checkpoint = EpochCheckpoint(
+            os.path.join(write_to, "checkpoints"),
+            csv_path=os.path.join(write_to, "history.csv"),
+            stop_on_nan=stop,
+        )
     initial_epoch = checkpoint.restore(model, os.path.join(restore_from, "checkpoints"))
     if initial_epoch > epochs:
         raise ValueError(
@@ -141,21 +147,22 @@ def fit_with_checkpoints(
             f"Resuming after epoch {initial_epoch} "
             f"(checkpoint in {os.path.join(restore_from, 'checkpoints')})."
         )
-    model.fit(
-        make_train_dataset(initial_epoch),
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        callbacks=[
-            stop,
-            checkpoint,
-            keras.callbacks.TensorBoard(os.path.join(write_to, "tensorboard")),
-            EpochSummary(epochs),
-        ],
-        verbose=verbose,
-        shuffle=False,  # The datasets shuffle themselves, per (seed, epoch).
-    )
+    with writing_outputs(write_to):
+        model.fit(
+            make_train_dataset(initial_epoch),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data,
+            callbacks=[
+                stop,
+                checkpoint,
+                keras.callbacks.TensorBoard(os.path.join(write_to, "tensorboard")),
+                EpochSummary(epochs),
+            ],
+            verbose=verbose,
+            shuffle=False,  # The datasets shuffle themselves, per (seed, epoch).
+        )
     if stop.stopped:
         last = checkpoint.read_state()  # This process's last save.
         raise TrainingDiverged(
@@ -167,9 +174,22 @@ def fit_with_checkpoints(
 
 def save_model(model, path):
     """`model.save` through a temporary file and a rename."""
-    temporary = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(temporary)
-    os.replace(temporary, path)
+    files.save_model(model, path)
+
+
+def checkpoint_note(write_to):
+    """What is intact after a failed write in a run writing to `write_to`."""
+    directory = os.path.join(write_to, "checkpoints")
+    return lambda: EpochCheckpoint(directory, log=lambda _: None)._intact_note()
+
+
+@contextlib.contextmanager
+def writing_outputs(write_to):
+    """Turns a failed write (full disk, read-only folder) into one
+    `keras_dml.files.OutputError` naming the folder and the last intact
+    checkpoint."""
+    with files.writing(write_to, checkpoint_note(write_to)):
+        yield
 
 
 def mixed_precision_policy(enabled):

@@ -267,14 +267,15 @@ def run_market1501(config):
             restore_from=config.model_dir,
             verbose=config.verbose,
         )
-        loop.save_model(model, os.path.join(write_to, "cohort.keras"))
-        if config.export:
-            export_peers(
-                model,
-                os.path.join(write_to, "export"),
-                preprocessing=normalization,
-                overwrite=True,
-            )
+        with loop.writing_outputs(write_to):
+            loop.save_model(model, os.path.join(write_to, "cohort.keras"))
+            if config.export:
+                export_peers(
+                    model,
+                    os.path.join(write_to, "export"),
+                    preprocessing=normalization,
+                    overwrite=True,
+                )
         results = evaluate_cohort(
             model,
             config.data_dir,
@@ -285,7 +286,8 @@ def run_market1501(config):
             verbose=config.verbose,
         )
         title = " + ".join(config.peers) + " on Market-1501"
-        table = write_evaluation(write_to, results, title)
+        with loop.writing_outputs(write_to):
+            table = write_evaluation(write_to, results, title)
         summary = {
             "reid": {
                 k: {m: v for m, v in r.items() if m != "cmc"}
@@ -302,5 +304,6 @@ def run_market1501(config):
             "versions": reports.versions(),
             "history": history,
         }
-        reports.write_json(os.path.join(write_to, "results.json"), summary)
+        with loop.writing_outputs(write_to):
+            reports.write_json(os.path.join(write_to, "results.json"), summary)
         return summary

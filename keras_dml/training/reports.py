@@ -1,11 +1,12 @@
 """What a run leaves behind for people: results.json and accuracy curves."""
 
+import contextlib
 import json
 import os
 import platform
 import sys
 
-from keras_dml.files import atomic_write_text
+from keras_dml.files import atomic_write_text, temporary_path
 
 __all__ = ["atomic_write_text", "plot_curves", "save_figure", "versions", "write_json"]
 
@@ -91,9 +92,13 @@ def save_figure(figure, path):
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
-    temporary = os.path.join(
-        os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path)
-    )
-    figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
-    os.replace(temporary, path)
+    temporary = temporary_path(path)
+    try:
+        figure.savefig(temporary, dpi=120, format="png")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    finally:
+        plt.close(figure)
