@@ -110,6 +110,21 @@ def _outputs(peer, inputs):
     return tf.cast(logits, tf.float32), embedding
 
 
+def _output_sizes(peers, shape):
+    """(number of classes, summed embedding size or None), for the empty
+    outputs of an empty batch."""
+    logits, embedding_size = None, 0
+    for peer in peers:
+        output = peer.compute_output_spec(keras.KerasTensor((1, *shape)))
+        logits, _ = split_peer_output(output, peer.name)
+        embedding = output.get("embedding") if isinstance(output, dict) else None
+        if embedding is None:
+            embedding_size = None
+        elif embedding_size is not None:
+            embedding_size += embedding.shape[-1]
+    return logits.shape[-1], embedding_size
+
+
 def _has_embedding(peer):
     try:
         return isinstance(peer.output, dict) and "embedding" in peer.output
@@ -130,38 +145,64 @@ def _archive(peers, shape, mean, std, ensemble):
     archive = keras.export.ExportArchive()
     for peer in peers:
         archive.track(peer)
+    num_classes, embedding_size = _output_sizes(peers, shape)
     images_spec = [tf.TensorSpec((None, *shape), tf.uint8, name="images")]
+
+    expected = f"images must be uint8 [batch, {', '.join(map(str, shape))}]"
 
     def preprocess(images):
         # A loaded signature does not enforce its static shape, and ops traced
         # for 32x32x3 may crash the server on other shapes: check first, and
-        # make everything else wait for the check.
-        rank_message = "images must be [batch, height, width, channels]"
-        checks = [
-            tf.debugging.assert_rank(images, 4, message=rank_message),
-            tf.debugging.assert_equal(
-                tf.shape(images)[1:],
-                tf.constant(shape, tf.int32),
-                message=f"images must be uint8 [batch, {', '.join(map(str, shape))}]",
-            ),
-        ]
-        with tf.control_dependencies(checks):
+        # make everything else wait for the check. The shape is padded to
+        # rank 4 before it is compared, so that an image of another rank gets
+        # this message too, not "Incompatible shapes".
+        received = tf.shape(images)
+        padded = tf.concat([received, tf.fill([4], -1)], axis=0)[:4]
+        matches = tf.logical_and(
+            tf.equal(tf.size(received), 4),
+            tf.reduce_all(tf.equal(padded[1:], tf.constant(shape, tf.int32))),
+        )
+        check = tf.debugging.Assert(
+            matches, [tf.strings.format(f"{expected}; received shape {{}}", received)]
+        )
+        with tf.control_dependencies([check]):
             images = tf.identity(images)
         return normalize(images, mean, std)
 
+    def if_not_empty(images, compute, empty):
+        # TF Serving forwards empty batches; the convolutions refuse them.
+        return tf.cond(tf.shape(images)[0] > 0, compute, empty)
+
     def serve(images):
         inputs = preprocess(images)
-        logits = [_outputs(peer, inputs)[0] for peer in peers]
-        if not ensemble:
-            return _classification(tf.nn.softmax(logits[0]), logits[0])
-        probabilities = tf.add_n([tf.nn.softmax(z) for z in logits]) / len(logits)
-        # log(mean probabilities): softmax of these "logits" is the mean again.
-        return _classification(probabilities, tf.math.log(probabilities + 1e-30))
+
+        def compute():
+            logits = [_outputs(peer, inputs)[0] for peer in peers]
+            if not ensemble:
+                return _classification(tf.nn.softmax(logits[0]), logits[0])
+            probabilities = tf.add_n([tf.nn.softmax(z) for z in logits]) / len(logits)
+            # log(mean probabilities): softmax of these "logits" is the mean again.
+            return _classification(probabilities, tf.math.log(probabilities + 1e-30))
+
+        def empty():
+            none = tf.zeros([0, num_classes], tf.float32)
+            return _classification(none, none)
+
+        return if_not_empty(images, compute, empty)
 
     def embed(images):
         inputs = preprocess(images)
-        embeddings = [tf.cast(_outputs(peer, inputs)[1], tf.float32) for peer in peers]
-        return {"embedding": tf.concat(embeddings, axis=-1)}
+
+        def compute():
+            embeddings = [
+                tf.cast(_outputs(peer, inputs)[1], tf.float32) for peer in peers
+            ]
+            return {"embedding": tf.concat(embeddings, axis=-1)}
+
+        def empty():
+            return {"embedding": tf.zeros([0, embedding_size], tf.float32)}
+
+        return if_not_empty(images, compute, empty)
 
     archive.add_endpoint("serving_default", serve, input_signature=images_spec)
     if all(_has_embedding(p) for p in peers):

@@ -62,6 +62,28 @@ def writing(where, note=""):
         ) from None
 
 
+def ensure_writable_dir(path, flag="path"):
+    """Creates the folder `path` if needed and checks that files can be
+    written into it, before any work is done.
+
+    Raises:
+        ValueError: `path` is a file.
+        OutputError: the folder cannot be created or written (read-only, full,
+            no permission).
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag}={path} is a file; expected a folder.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=TEMPORARY_PREFIX):
+            pass
+    except OSError as error:
+        raise OutputError(
+            error.errno, f"{flag}={path} cannot be written: {describe(error)}."
+        ) from None
+
+
 def umask():
     """The process's file-mode creation mask."""
     mask = os.umask(0)

@@ -101,5 +101,7 @@ def with_cohort_callbacks(model, callbacks, verbose):
     if verbose != 0 and not any(
         isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks
     ):
-        callbacks.append(CohortProgbar())
+        # First, so that an epoch's line comes before what other callbacks
+        # print at its end.
+        callbacks.insert(0, CohortProgbar())
     return callbacks

@@ -9,18 +9,18 @@ Every query ranks the gallery with each peer's features and the ensemble's
 cmc.png (one curve per peer and the ensemble) into --output_dir.
 """
 
-import os
+import _cli  # First: quiets TensorFlow's start-up before anything loads it.
 
-from absl import app, flags, logging
+_cli.quiet_tensorflow()
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 import keras_dml  # noqa: E402,F401  (registers the saved classes)
 from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
+from keras_dml.files import ensure_writable_dir, writing  # noqa: E402
 from keras_dml.mutual_learning import MutualLearningModel  # noqa: E402
 from keras_dml.reid.evaluation import METRICS  # noqa: E402
+from keras_dml.saving import load_keras_file  # noqa: E402
 from keras_dml.training.market import (  # noqa: E402
     evaluate_cohort,
     normalization_of,
@@ -50,16 +50,11 @@ flags.mark_flags_as_required(["model", "data_dir", "output_dir"])
 
 
 def _load(paths):
-    for path in paths:
-        if not os.path.isfile(path):
-            raise app.UsageError(
-                f"--model: {path} does not exist (expected a .keras file)."
-            )
-    loaded = [keras.saving.load_model(p, compile=False) for p in paths]
+    loaded = [load_keras_file(p, "--model") for p in paths]
     if len(loaded) == 1 and isinstance(loaded[0], MutualLearningModel):
         return loaded[0], list(loaded[0].peers)
     if any(isinstance(m, MutualLearningModel) for m in loaded):
-        raise app.UsageError("--model: give one saved cohort, or only saved peers.")
+        raise ValueError("--model: give one saved cohort, or only saved peers.")
     return loaded, loaded
 
 
@@ -69,25 +64,24 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     model, peers = _load(FLAGS.model)
     image_size = tuple(peers[0].inputs[0].shape[1:3])
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    try:
-        results = evaluate_cohort(
-            model,
-            FLAGS.data_dir,
-            image_size=image_size,
-            normalization=FLAGS.normalization or normalization_of(peers),
-            batch_size=FLAGS.batch_size,
-            metric=FLAGS.metric,
-            flip=FLAGS.flip_test,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(str(error)) from None
+    ensure_writable_dir(FLAGS.output_dir, "--output_dir")
+    results = evaluate_cohort(
+        model,
+        FLAGS.data_dir,
+        image_size=image_size,
+        normalization=FLAGS.normalization or normalization_of(peers),
+        batch_size=FLAGS.batch_size,
+        metric=FLAGS.metric,
+        flip=FLAGS.flip_test,
+    )
     title = " + ".join(p.name for p in peers) + " on Market-1501"
-    print(write_evaluation(FLAGS.output_dir, results, title))
+    with writing(FLAGS.output_dir):
+        table = write_evaluation(FLAGS.output_dir, results, title)
+    print(table)
     print(
         f"\nWritten to {FLAGS.output_dir}: reid_results.md, reid_results.json, cmc.png"
     )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

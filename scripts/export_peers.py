@@ -8,18 +8,17 @@ each a SavedModel whose `serving_default` signature takes uint8 `images`
 peers also have `embed`). README "Serving" shows how to serve them.
 """
 
-import os
-import sys
+import _cli  # First: quiets TensorFlow's start-up before anything loads it.
 
-from absl import app, flags, logging
+_cli.quiet_tensorflow()
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 import keras_dml  # noqa: E402,F401  (registers the cohort's classes for loading)
 from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
 from keras_dml.export import export_peers, peers_preprocessing  # noqa: E402
+from keras_dml.files import ensure_writable_dir, writing  # noqa: E402
+from keras_dml.saving import load_keras_file  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -44,17 +43,14 @@ def main(argv):
     del argv  # Unused.
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TF's INFO lines drown the progress.
-    if not os.path.isfile(FLAGS.model):
-        raise app.UsageError(
-            f"--model={FLAGS.model}: no such file (expected a .keras file)."
-        )
-    model = keras.saving.load_model(FLAGS.model, compile=False)
+    model = load_keras_file(FLAGS.model, "--model")
+    ensure_writable_dir(FLAGS.export_dir, "--export_dir")
     try:
         preprocessing = FLAGS.preprocessing or peers_preprocessing(model)
     except ValueError as error:
-        raise app.UsageError(f"{error}; pass --preprocessing.") from None
+        raise ValueError(f"{error}; pass --preprocessing.") from None
     print(f"preprocessing: {preprocessing}")
-    try:
+    with writing(FLAGS.export_dir, "No version folder was written."):
         written = export_peers(
             model,
             FLAGS.export_dir,
@@ -63,11 +59,9 @@ def main(argv):
             preprocessing=preprocessing,
             overwrite=FLAGS.overwrite,
         )
-    except (FileExistsError, ValueError) as error:
-        sys.exit(f"export_peers.py: {error}")
     for name, path in written.items():
         print(f"{name}: {path}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -12,12 +12,13 @@ seed's DML peers and their ensemble as TF Serving SavedModels). About 70
 seconds on a 2-core CPU. The numbers are what this run measures.
 """
 
-import os
 import sys
 
-from absl import app, flags, logging
+import _cli  # First: quiets TensorFlow's start-up before anything loads it.
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_cli.quiet_tensorflow()
+
+from absl import flags, logging  # noqa: E402
 
 from keras_dml.training.quickstart import QuickstartRun, run_quickstart  # noqa: E402
 
@@ -54,10 +55,7 @@ def main(argv):
         mixed_precision=FLAGS.mixed_precision,
         verbose=FLAGS.verbose,
     )
-    try:
-        results = run_quickstart(config)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    results = run_quickstart(config)
     print()
     print(results["table"])
     print(
@@ -67,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

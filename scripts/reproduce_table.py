@@ -14,14 +14,14 @@ README "Reproducing the paper" for how long that takes.
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+import _cli  # First: quiets TensorFlow's start-up before anything loads it.
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_cli.quiet_tensorflow()
+
+from absl import flags, logging  # noqa: E402
 
 from keras_dml.training.cifar import CifarRun  # noqa: E402
-from keras_dml.training.loop import TrainingDiverged  # noqa: E402
 from keras_dml.training.reproduce import PAIRS, parse_pairs, reproduce_table  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -61,18 +61,13 @@ def main(argv):
         mixed_precision=FLAGS.mixed_precision,
         verbose=FLAGS.verbose,
     )
-    try:
-        pairs = parse_pairs(FLAGS.pairs)
-        for pair in pairs:
-            CifarRun(**{**base.__dict__, "peers": pair}).validate()
-        table = reproduce_table(pairs, base, FLAGS.model_dir)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    except (TrainingDiverged, OSError) as error:
-        sys.exit(f"reproduce_table.py: {error}")
+    pairs = parse_pairs(FLAGS.pairs)
+    for pair in pairs:
+        CifarRun(**{**base.__dict__, "peers": pair}).validate()
+    table = reproduce_table(pairs, base, FLAGS.model_dir)
     print(table)
     print(f"\nWritten to {os.path.join(FLAGS.model_dir, 'table.md')}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

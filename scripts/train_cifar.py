@@ -17,17 +17,15 @@ results.json (final top-1 per peer and ensemble) and curves.png.
 or random images without it) and finishes in seconds.
 """
 
-import os
-import sys
+import _cli  # First: quiets TensorFlow's start-up before anything loads it.
 
-from absl import app, flags, logging
+_cli.quiet_tensorflow()
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags, logging  # noqa: E402
 
 from keras_dml import models  # noqa: E402
 from keras_dml.losses import MIMICRY_MODES  # noqa: E402
 from keras_dml.training.cifar import UPDATE_MODES, CifarRun, run_cifar  # noqa: E402
-from keras_dml.training.loop import TrainingDiverged  # noqa: E402
 from keras_dml.training.strategies import STRATEGIES  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -143,12 +141,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TF's INFO lines drown the progress.
     config = _config()
-    try:
-        results = run_cifar(config)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    except (TrainingDiverged, OSError) as error:
-        sys.exit(f"train_cifar.py: {error}")
+    results = run_cifar(config)
     top1 = ", ".join(
         f"{name} {100 * value:.2f}%" for name, value in results["top1"].items()
     )
@@ -156,4 +149,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -13,15 +13,13 @@ reid_results.md / .json with cmc.png. Re-running the same command resumes
 after the last completed epoch. `--independent` is the kl_weight=0 baseline.
 """
 
-import os
-import sys
+import _cli  # First: quiets TensorFlow's start-up before anything loads it.
 
-from absl import app, flags, logging
+_cli.quiet_tensorflow()
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags, logging  # noqa: E402
 
 from keras_dml.reid.evaluation import METRICS  # noqa: E402
-from keras_dml.training.loop import TrainingDiverged  # noqa: E402
 from keras_dml.training.market import PEERS, MarketRun, run_market1501  # noqa: E402
 from keras_dml.training.strategies import STRATEGIES  # noqa: E402
 
@@ -99,16 +97,11 @@ def main(argv):
         export=FLAGS.export,
         verbose=FLAGS.verbose,
     )
-    try:
-        results = run_market1501(config)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    except (TrainingDiverged, OSError) as error:
-        sys.exit(f"train_market1501.py: {error}")
+    results = run_market1501(config)
     print()
     print(results["table"])
     print(f"\nResults in {config.model_dir}/reid_results.json and cmc.png")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

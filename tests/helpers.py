@@ -1,5 +1,10 @@
 """Tiny peers and data shared by the tests."""
 
+import contextlib
+import os
+import shutil
+import subprocess
+
 import keras
 import numpy as np
 
@@ -40,3 +45,33 @@ def assert_weights_close(a, b, rtol=1e-5, atol=1e-6):
     assert len(a) == len(b)
     for u, v in zip(a, b):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+
+
+@contextlib.contextmanager
+def small_filesystem(path, size="8m", read_only=False):
+    """A tmpfs of `size` mounted at `path` (a full disk at will, or a
+    read-only one); yields False where mounting is not permitted."""
+    os.makedirs(path, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = (
+        shutil.which("mount") is not None
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount(path, size):
+    """Grows (or shrinks) a tmpfs mounted by `small_filesystem`."""
+    subprocess.run(
+        ["mount", "-o", f"remount,size={size}", str(path)],
+        check=True,
+        capture_output=True,
+    )

@@ -3,6 +3,7 @@
 import os
 import pickle
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from data_fixtures import (
     write_cifar_folder,
 )
 
-from keras_dml.data import cifar100, load_cifar100, read_cifar100
+from keras_dml.data import cifar100, load_cifar100, network, read_cifar100
+from keras_dml.data.cifar100 import load_cifar100_tfds
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +184,8 @@ def test_archive_without_the_split(tmp_path, splits):
 def test_tfds_offline_error_says_how_to_pass_a_local_archive(monkeypatch):
     import tensorflow_datasets as tfds
 
+    monkeypatch.setattr(network, "unreachable", lambda url: None)
+
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
 
@@ -202,12 +206,40 @@ def test_tfds_source(monkeypatch, tmp_path):
         return (tf.constant(images), tf.constant(fine))
 
     monkeypatch.setattr(tfds, "load", fake_load)
+    monkeypatch.setattr(network, "unreachable", lambda url: None)
     (tmp_path / "cifar100").mkdir()  # A TFDS data dir.
     read_images, read_labels = load_cifar100("test", data_dir=tmp_path)
     np.testing.assert_array_equal(read_images, images)
     np.testing.assert_array_equal(read_labels, fine)
     assert seen["name"] == "cifar100" and seen["split"] == "test"
     assert seen["data_dir"] == str(tmp_path)
+
+
+def test_offline_without_a_prepared_dataset_fails_at_once(monkeypatch, tmp_path):
+    import tensorflow_datasets as tfds
+
+    def must_not_download(*args, **kwargs):
+        raise AssertionError("tfds.load was called")
+
+    monkeypatch.setattr(tfds, "load", must_not_download)
+    # A proxy on a closed local port: the connection is refused at once,
+    # whatever this machine's network.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    started = time.perf_counter()
+    with pytest.raises(OSError, match=r"cannot be downloaded: 127\.0\.0\.1:9 cannot"):
+        load_cifar100_tfds("train", data_dir=str(tmp_path))
+    assert time.perf_counter() - started < 10
+
+
+def test_the_network_check_follows_the_proxy_settings(monkeypatch):
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert network._endpoint("https://www.cs.toronto.edu/x") == (
+        "www.cs.toronto.edu",
+        443,
+    )
+    monkeypatch.setenv("https_proxy", "proxy.example:3128")
+    assert network._endpoint("https://www.cs.toronto.edu/x") == ("proxy.example", 3128)
 
 
 def test_constants_match_the_design():

@@ -3,6 +3,7 @@ a fresh process, saved_model_cli, atomic writes and bad inputs."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -244,6 +245,49 @@ def test_wrong_images_are_rejected(exported, images):
     ]
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
         serve(images=tf.constant(images))
+
+
+def _as_tf_serving_calls(signature, images):
+    """Runs a loaded signature the way TF Serving does: without the Python
+    check of the static input shape (`_call_flat` is TensorFlow's private
+    entry below that check; the test needs exactly that path)."""
+    return signature._call_flat([tf.constant(images)], signature.captured_inputs)
+
+
+@pytest.mark.parametrize(
+    "images, received",
+    [
+        (np.zeros((32, 32, 3), np.uint8), "[32 32 3]"),
+        (np.zeros((2, 28, 28, 3), np.uint8), "[2 28 28 3]"),
+        (np.zeros((2, 32, 32, 1), np.uint8), "[2 32 32 1]"),
+        (np.zeros((1, 2, 32, 32, 3), np.uint8), "[1 2 32 32 3]"),
+    ],
+    ids=["rank3", "size", "channels", "rank5"],
+)
+def test_the_graph_names_the_expected_and_received_shape(exported, images, received):
+    directory, _, _, _ = exported
+    loaded = tf.saved_model.load(str(directory / "cifar" / "ensemble" / "1"))
+    serve = loaded.signatures["serving_default"]
+    expected = f"images must be uint8 [batch, 32, 32, 3]; received shape {received}"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(expected)):
+        _as_tf_serving_calls(serve, images)
+
+
+@pytest.mark.parametrize("model", ["cifar/resnet32", "cifar/ensemble", "reid/ensemble"])
+def test_an_empty_batch_gives_empty_outputs(exported, model):
+    directory, _, _, _ = exported
+    version = "3" if model.startswith("reid") else "1"
+    loaded = tf.saved_model.load(str(directory / model / version))
+    shape = SHAPE if model.startswith("cifar") else (24, 12, 3)
+    empty = np.zeros((0, *shape), np.uint8)
+    outputs = loaded.signatures["serving_default"](images=tf.constant(empty))
+    num_classes = outputs["logits"].shape[-1]
+    assert outputs["probabilities"].shape == (0, num_classes) and num_classes > 1
+    assert outputs["classes"].shape == (0,)
+    if model.startswith("reid"):
+        embedding = loaded.signatures["embed"](images=tf.constant(empty))["embedding"]
+        one = loaded.signatures["embed"](images=tf.zeros((1, *shape), tf.uint8))
+        assert embedding.shape == (0, one["embedding"].shape[-1])
 
 
 def test_existing_version_is_not_overwritten_silently(tmp_path):

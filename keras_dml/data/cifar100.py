@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from keras_dml.data import archives
+from keras_dml.data import archives, network
 from keras_dml.data.arrays import array_dataset
 from keras_dml.data.normalization import NORMALIZATIONS
 from keras_dml.data.safe_pickle import load_numpy_pickle
@@ -206,15 +206,41 @@ def is_tfds_data_dir(path):
     return os.path.isdir(os.path.join(os.fspath(path), "cifar100"))
 
 
+TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
+
+
+def _tfds_prepared(tfds, data_dir):
+    from absl import logging
+
+    # TFDS warns through absl about every version folder it does not find.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        return tfds.builder("cifar100", data_dir=data_dir).is_prepared()
+    except Exception:  # Any trouble reading the local metadata: not usable.
+        return False
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def load_cifar100_tfds(split, data_dir=None):
     """The split as numpy arrays from TFDS `cifar100` (downloads when online).
 
     Raises:
-        OSError: the download failed (offline); says how to pass a local archive.
+        OSError: the download failed or cannot work (offline: said within
+            seconds, not after TFDS's retries); says how to pass a local
+            archive.
     """
     _check_split(split)
     import tensorflow_datasets as tfds  # Slow to import; only this path needs it.
 
+    if not _tfds_prepared(tfds, data_dir):
+        problem = network.unreachable(TFDS_URL)
+        if problem is not None:
+            raise OSError(
+                f"CIFAR-100 is not in the TFDS data dir and cannot be downloaded: "
+                f"{problem}. Without internet: {DOWNLOAD_HINT}"
+            )
     try:
         images, labels = tfds.as_numpy(
             tfds.load(

@@ -122,8 +122,13 @@ def _resolve_root(root):
 
 
 def _list_split(root, split):
-    """(kind, root, names): kind "zip" (names are members) or "folder" (names
-    are file paths), sorted by file name, and whether this is the full dataset."""
+    """(kind, root, names, full): kind "zip" (names are members) or "folder"
+    (names are file paths), sorted by file name, and whether this is the full
+    dataset.
+
+    Raises:
+        ValueError: the split's folder is missing or holds no image.
+    """
     kind, root = _resolve_root(root)
     folder = SPLIT_FOLDERS[split]
     if kind == "zip":
@@ -132,6 +137,7 @@ def _list_split(root, split):
         if folder not in by_folder:
             raise ValueError(f"{os.path.basename(root)}: has no {folder}/ folder.")
         names = [n for n in by_folder[folder] if _is_image(n)]
+        location = f"{root}/{posixpath.dirname(by_folder[folder][0])}"
     else:
         directory = os.path.join(root, folder)
         if not os.path.isdir(directory):
@@ -140,6 +146,9 @@ def _list_split(root, split):
             os.path.join(directory, n) for n in os.listdir(directory) if _is_image(n)
         ]
         full = os.path.isdir(os.path.join(root, "gt_bbox"))
+        location = directory
+    if not names:
+        raise ValueError(f"no {split} images in {location}")
     names.sort(key=posixpath.basename)
     return kind, root, names, full
 
@@ -168,6 +177,11 @@ def _split_files(root, split):
     dropped, and the counts checked when `root` is the full dataset."""
     kind, root, names, full = _list_split(root, split)
     names, person_ids, camera_ids = _select(names)
+    if not names:
+        raise ValueError(
+            f"no {split} images in {root} other than junk (person id -1), "
+            "which is never used"
+        )
     if full:
         _check_counts(split, person_ids, root)
     return kind, root, names, person_ids, camera_ids

@@ -70,8 +70,8 @@ def prepared_run(config, resumable_changes):
         chief, a private temporary folder on other workers).
     """
     config.validate()
+    files.ensure_writable_dir(config.model_dir, "--model_dir")
     strategy = make_strategy(config.strategy)
-    os.makedirs(config.model_dir, exist_ok=True)
     config = check_resume(config, resumable_changes)
     check_seed(strategy, config.seed)
     config = dataclasses.replace(config, seed=resolve_seed(config.seed))

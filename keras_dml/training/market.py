@@ -238,6 +238,9 @@ def run_market1501(config):
     started = time.time()
     with loop.prepared_run(config, RESUMABLE_CHANGES) as (config, strategy, write_to):
         train = market1501.read_market1501(config.data_dir, "train")
+        # Evaluation needs both: an empty one must stop the run before training.
+        for split in ("query", "gallery"):
+            market1501.read_market1501(config.data_dir, split)
         num_classes = int(train.labels.max()) + 1
         with strategy.scope():
             model = build_cohort(config, num_classes)

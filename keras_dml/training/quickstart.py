@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_dml import files
 from keras_dml.data.arrays import array_dataset
 from keras_dml.export import export_peers
 from keras_dml.models import FusedBatchNormalization
@@ -184,7 +185,7 @@ def run_quickstart(config, print_fn=print):
     Returns the results dict."""
     config.validate()
     started = time.time()
-    os.makedirs(config.output_dir, exist_ok=True)
+    files.ensure_writable_dir(config.output_dir, "--output_dir")
     data = load_digits_split(config.train_size)
     pixels = data[0][0].astype(np.float32) / 255.0
     mean, std = (float(pixels.mean()),), (float(pixels.std()),)
@@ -203,13 +204,19 @@ def run_quickstart(config, print_fn=print):
                 + ", ".join(f"{n} {100 * v:.2f}%" for n, v in result.items())
             )
             if seed == 0 and label == "DML":
-                export_peers(
-                    model,
-                    os.path.join(config.output_dir, "export"),
-                    preprocessing=(mean, std),
-                    overwrite=True,
-                )
+                with files.writing(config.output_dir):
+                    export_peers(
+                        model,
+                        os.path.join(config.output_dir, "export"),
+                        preprocessing=(mean, std),
+                        overwrite=True,
+                    )
     table = format_table(scores, names, config.seeds)
+    with files.writing(config.output_dir):
+        return _write_reports(config, table, scores, histories, names, data, started)
+
+
+def _write_reports(config, table, scores, histories, names, data, started):
     reports.atomic_write_text(os.path.join(config.output_dir, "table.md"), table + "\n")
     reports.plot_curves(
         os.path.join(config.output_dir, "quickstart.png"),

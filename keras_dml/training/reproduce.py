@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from keras_dml.files import atomic_write_text
+from keras_dml.files import atomic_write_text, ensure_writable_dir, writing
 from keras_dml.training.cifar import run_cifar
 
 # Zhang et al. (2018), Table 1, CIFAR-100 top-1 (%):
@@ -87,7 +87,9 @@ def format_table(rows, epochs):
 
 def reproduce_table(pairs, base, model_dir):
     """Runs every pair and writes `model_dir/table.md`; returns the table."""
+    ensure_writable_dir(model_dir, "--model_dir")
     rows = [(pair, run_pair(pair, base, model_dir)) for pair in pairs]
     table = format_table(rows, base.epochs)
-    atomic_write_text(os.path.join(model_dir, "table.md"), table + "\n")
+    with writing(model_dir):
+        atomic_write_text(os.path.join(model_dir, "table.md"), table + "\n")
     return table
