@@ -17,10 +17,10 @@ STATE_FILE = "state.json"
 
 
 def _finite(logs):
-    return all(math.isfinite(float(v)) for v in (logs or {}).values() if _is_number(v))
+    return all(math.isfinite(float(v)) for v in (logs or {}).values() if is_number(v))
 
 
-def _is_number(value):
+def is_number(value):
     try:
         float(value)
     except (TypeError, ValueError):
@@ -191,7 +191,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             save_model(self.model, path)
             row = {
                 "epoch": epoch + 1,
-                **{k: float(v) for k, v in logs.items() if _is_number(v)},
+                **{k: float(v) for k, v in logs.items() if is_number(v)},
                 "epoch_seconds": time.perf_counter() - self._epoch_start,
             }
             history = [h for h in self.history if h["epoch"] <= epoch] + [row]

@@ -7,6 +7,7 @@ version), so `remove_stale_temporaries` can clear what a killed run left.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -123,6 +124,11 @@ def atomic_write_text(path, text):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary.name)
         raise
+
+
+def write_json(path, content):
+    """`content` as indented JSON, written atomically."""
+    atomic_write_text(path, json.dumps(content, indent=2, sort_keys=False) + "\n")
 
 
 def save_model(model, path):

@@ -28,7 +28,7 @@ def metric_direction(metric):
     """ "max", "min" or None for a `keras.metrics.Metric`.
 
     Keras keeps a metric's direction in the private `_direction` attribute
-    ("up" / "down"); `tests/test_fit_callbacks.py` fails if a release renames
+    ("up" / "down"); `tests/test_keras_conventions.py` fails if a release renames
     it.
     """
     direction = getattr(metric, "_direction", None)

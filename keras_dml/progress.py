@@ -17,6 +17,8 @@ import time
 
 import keras
 
+from keras_dml.callbacks import is_number
+
 _PEER_KEY = re.compile(r"peer(\d+)_(.+)")
 
 
@@ -181,7 +183,7 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
         if not final and now - self._last_draw < 0.05:
             return
         self._last_draw = now
-        logs = {k: v for k, v in (logs or {}).items() if _is_number(v)}
+        logs = {k: v for k, v in (logs or {}).items() if is_number(v)}
         elapsed = now - self._start
         target = self.target
         if target is None and final:
@@ -220,11 +222,3 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
     def _write(self, text):
         sys.stdout.write(text)
         sys.stdout.flush()
-
-
-def _is_number(value):
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -29,6 +29,9 @@ _NOISE = re.compile(
 )
 
 
+_ASSERTION = re.compile(r"assertion failed: \[(.*?)\]\s*$", re.MULTILINE)
+
+
 def _verbosity_requested(argv):
     return any(a.split("=")[0] in ("--verbosity", "-v", "--v") for a in argv[1:])
 
@@ -82,10 +85,18 @@ def run(main):
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
     def guarded(argv):
+        import tensorflow as tf
+
         try:
             return main(argv)
         except expected as error:
             sys.exit(f"{script}: {error}")
+        except tf.errors.InvalidArgumentError as error:
+            # The data pipelines' checks (a corrupt image, named) fail this way.
+            found = _ASSERTION.search(str(error.message))
+            if found is None:
+                raise
+            sys.exit(f"{script}: {found.group(1)}")
         except KeyboardInterrupt:
             sys.exit(f"{script}: interrupted.")
 

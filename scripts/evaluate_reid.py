@@ -20,12 +20,12 @@ from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
 from keras_dml.files import ensure_writable_dir, writing  # noqa: E402
 from keras_dml.mutual_learning import MutualLearningModel  # noqa: E402
 from keras_dml.reid.evaluation import METRICS  # noqa: E402
-from keras_dml.saving import load_keras_file  # noqa: E402
-from keras_dml.training.market import (  # noqa: E402
+from keras_dml.reid.report import (  # noqa: E402
     evaluate_cohort,
     normalization_of,
     write_evaluation,
 )
+from keras_dml.saving import load_keras_file  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(

@@ -21,7 +21,7 @@ _cli.quiet_tensorflow()
 
 from absl import flags, logging  # noqa: E402
 
-from keras_dml.training.cifar import CifarRun  # noqa: E402
+from keras_dml.training import config as settings  # noqa: E402
 from keras_dml.training.reproduce import PAIRS, parse_pairs, reproduce_table  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -46,24 +46,28 @@ def main(argv):
     del argv  # Unused.
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    epochs, batch_size = FLAGS.epochs, FLAGS.batch_size
-    if FLAGS.smoke_test:
-        epochs = epochs if FLAGS["epochs"].present else 2
-        batch_size = batch_size if FLAGS["batch_size"].present else 8
-    base = CifarRun(
-        model_dir=FLAGS.model_dir,
-        data_dir=FLAGS.data_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=FLAGS.seed,
-        smoke_test=FLAGS.smoke_test,
-        strategy=FLAGS.strategy,
-        mixed_precision=FLAGS.mixed_precision,
-        verbose=FLAGS.verbose,
-    )
+    # Under --smoke_test, sizes not given come from the smoke-test defaults.
+    sizes = {
+        name: FLAGS[name].value
+        for name in ("epochs", "batch_size")
+        if FLAGS[name].present or not FLAGS.smoke_test
+    }
+    given = {
+        "dataset": "cifar100",
+        "model_dir": FLAGS.model_dir,
+        "data_dir": FLAGS.data_dir,
+        "seed": FLAGS.seed,
+        "smoke_test": FLAGS.smoke_test,
+        "strategy": FLAGS.strategy,
+        "mixed_precision": FLAGS.mixed_precision,
+        "verbose": FLAGS.verbose,
+        **sizes,
+    }
     pairs = parse_pairs(FLAGS.pairs)
-    for pair in pairs:
-        CifarRun(**{**base.__dict__, "peers": pair}).validate()
+    # Every pair's settings are checked before the first run starts.
+    base = settings.resolve({**given, "peers": pairs[0]})
+    for pair in pairs[1:]:
+        settings.resolve({**given, "peers": pair})
     table = reproduce_table(pairs, base, FLAGS.model_dir)
     print(table)
     print(f"\nWritten to {os.path.join(FLAGS.model_dir, 'table.md')}")

@@ -201,3 +201,35 @@ def zip_tree(root):
                 full = os.path.join(folder, name)
                 zf.write(full, os.path.relpath(full, parent))
     return path
+
+
+# CIFAR-10 -------------------------------------------------------------------
+
+
+def write_cifar10_archive(directory, kind, train, test):
+    """Writes `cifar-10-<kind>.tar.gz` in the official layout: `train`
+    (images, labels) split over data_batch_1..5, `test` in test_batch."""
+    folder = "cifar-10-batches-bin" if kind == "binary" else "cifar-10-batches-py"
+    batches = {
+        f"data_batch_{i + 1}": (images, labels)
+        for i, (images, labels) in enumerate(
+            zip(np.array_split(train[0], 5), np.array_split(train[1], 5))
+        )
+    }
+    batches["test_batch"] = test
+    path = os.path.join(directory, f"cifar-10-{kind}.tar.gz")
+    with tarfile.open(path, "w:gz") as tar:
+        for name, (images, labels) in batches.items():
+            if kind == "binary":
+                records = np.concatenate(
+                    [labels[:, None].astype(np.uint8), _planar(images)], axis=1
+                )
+                _add_bytes(tar, f"{folder}/{name}.bin", records.tobytes())
+            else:
+                content = {
+                    b"batch_label": name.encode(),
+                    b"labels": [int(v) for v in labels],
+                    b"data": _planar(images),
+                }
+                _add_bytes(tar, f"{folder}/{name}", python2_pickle(content))
+    return path

@@ -190,7 +190,7 @@ def test_tfds_offline_error_says_how_to_pass_a_local_archive(monkeypatch):
         raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
 
     monkeypatch.setattr(tfds, "load", offline)
-    with pytest.raises(OSError, match=r"Could not get CIFAR-100 from TFDS.*data_dir"):
+    with pytest.raises(OSError, match=r"Could not get cifar100 from TFDS.*data_dir"):
         load_cifar100("train")
 
 

@@ -52,7 +52,10 @@ def test_backbone_gets_the_input_its_imagenet_weights_expect(builder, preprocess
     # the Caffe mean for ResNet-50, [-1, 1] for MobileNet).
     pixels = np.random.default_rng(0).uniform(0, 255, size=(2, *SMALL))
     pixels = pixels.astype("float32")
-    normalized = keras_dml.data.normalization.normalize_by_name(pixels, "imagenet")
+    normalization = keras_dml.data.normalization
+    normalized = normalization.normalize(
+        pixels, *normalization.NORMALIZATIONS["imagenet"]
+    )
     peer = builder(5, input_shape=SMALL)
     assert peer.preprocessing == "imagenet"
     backbone = peer.get_layer(f"{peer.name}_backbone")
@@ -62,7 +65,7 @@ def test_backbone_gets_the_input_its_imagenet_weights_expect(builder, preprocess
 
 
 def test_a_cohort_of_two_backbones_shares_one_normalization():
-    from keras_dml.training.market import normalization_of
+    from keras_dml.reid.report import normalization_of
 
     peers = [reid_mobilenet(5, input_shape=SMALL), reid_resnet50(5, input_shape=SMALL)]
     with warnings.catch_warnings():

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import keras
 import numpy as np
@@ -191,7 +192,7 @@ def test_nan_keeps_the_last_good_checkpoint_loadable(tmp_path):
     [
         (
             ["--peers=resnet33,resnet8"],
-            "unknown CIFAR peer 'resnet33'. Valid names: resnet32",
+            "unknown peer 'resnet33'. Valid names: resnet32",
         ),
         (["--peers=resnet8"], "--peers needs at least 2 names"),
         (
@@ -201,7 +202,7 @@ def test_nan_keeps_the_last_good_checkpoint_loadable(tmp_path):
         (["--lr_milestones=60,x"], "--lr_milestones must be integers"),
         (["--lr_milestones=120,60"], "--lr_milestones must be increasing"),
         (["--lr=0"], "--lr must be > 0"),
-        (["--update=random"], "value should be one of <simultaneous|sequential>"),
+        (["--update=random"], "--update must be one of simultaneous, sequential"),
     ],
 )
 def test_bad_flags_fail_clearly(tmp_path, flags, message):
@@ -237,14 +238,18 @@ def test_resuming_with_other_flags_is_refused(tmp_path, archive):
 
 
 def test_synchronized_batchnorm_reaches_every_peer(tmp_path):
-    from keras_dml.training.cifar import CifarRun, build_cohort
+    from keras_dml.training import config as settings
+    from keras_dml.training.run import build_cohort
 
-    config = CifarRun(
-        model_dir=str(tmp_path),
-        peers=("resnet8", "mobilenet_cifar"),
-        synchronized_batchnorm=True,
+    config = settings.resolve(
+        {
+            "model_dir": str(tmp_path),
+            "peers": ("resnet8", "mobilenet_cifar"),
+            "synchronized_batchnorm": True,
+        }
     )
-    model = build_cohort(config, steps_per_epoch=10)
+    data = types.SimpleNamespace(num_classes=100, image_shape=(32, 32, 3))
+    model = build_cohort(config, data, steps_per_epoch=10)
     batchnorms = [
         layer
         for peer in model.peers
@@ -255,18 +260,26 @@ def test_synchronized_batchnorm_reaches_every_peer(tmp_path):
 
 
 def test_a_run_stored_before_a_setting_existed_resumes_with_its_default(tmp_path):
-    import dataclasses
+    from keras_dml.training import config as settings
+    from keras_dml.training.run import check_resume
 
-    from keras_dml.training.cifar import CifarRun
-    from keras_dml.training.loop import check_resume
-
-    config = CifarRun(model_dir=str(tmp_path), seed=3)
-    stored = dataclasses.asdict(config)
-    del stored["synchronized_batchnorm"]  # As written by an older version.
+    config = settings.resolve({"model_dir": str(tmp_path), "seed": 3})
+    stored = config.asdict()
+    for name in ("synchronized_batchnorm", "dataset", "optimizer", "lr_schedule"):
+        del stored[name]  # As written by keras_dml 0.1.
     (tmp_path / "config.json").write_text(json.dumps(stored))
-    assert check_resume(config, resumable_changes=()) == config
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch-0001.keras").write_bytes(b"")
+    assert check_resume(config) == config
     with pytest.raises(ValueError, match="--synchronized_batchnorm: stored False"):
-        check_resume(
-            dataclasses.replace(config, synchronized_batchnorm=True),
-            resumable_changes=(),
-        )
+        check_resume(config.replace(synchronized_batchnorm=True))
+
+
+def test_a_run_that_completed_no_epoch_starts_over_with_new_settings(tmp_path):
+    from keras_dml.training import config as settings
+    from keras_dml.training.run import check_resume
+
+    config = settings.resolve({"model_dir": str(tmp_path), "seed": 3, "lr": 1e30})
+    (tmp_path / "config.json").write_text(json.dumps(config.asdict()))
+    corrected = config.replace(lr=0.1)
+    assert check_resume(corrected) == corrected

@@ -35,8 +35,8 @@ def test_train_then_evaluate(tmp_path):
         f"--data_dir={root}",
         f"--model_dir={run}",
         "--weights=none",
-        "--image_height=64",
-        "--image_width=32",
+        "--image_size=64,32",
+        "--peers=mobilenet,mobilenet",  # keras_dml 0.1's names still work.
         "--batch_size=4",
         "--epochs=2",
         "--seed=0",
@@ -81,7 +81,7 @@ def test_train_then_evaluate(tmp_path):
 @pytest.mark.parametrize(
     "script, flags, message",
     [
-        ("train_market1501.py", ["--peers=mobilenet,vgg"], "unknown re-ID peer 'vgg'"),
+        ("train_market1501.py", ["--peers=mobilenet,vgg"], "unknown peer 'vgg'"),
         (
             "train_market1501.py",
             ["--data_dir=/nonexistent"],

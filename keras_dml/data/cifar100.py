@@ -48,12 +48,12 @@ def _member_names(split):
     }
 
 
-def _to_hwc(pixels):
+def to_hwc(pixels):
     """N x 3072 planar (R, G, B planes) -> N x 32 x 32 x 3, contiguous."""
     return np.ascontiguousarray(pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
 
 
-def _check_labels(labels, filename, limit, kind):
+def check_labels(labels, filename, limit, kind):
     bad = np.flatnonzero((labels < 0) | (labels >= limit))
     if bad.size:
         raise ValueError(
@@ -73,9 +73,9 @@ def parse_binary(data, filename):
         )
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, _RECORD_BYTES)
     coarse, fine = records[:, 0], records[:, 1]
-    _check_labels(coarse, filename, NUM_COARSE_CLASSES, "coarse")
-    _check_labels(fine, filename, NUM_CLASSES, "fine")
-    return _to_hwc(records[:, 2:]), fine.astype(np.int64)
+    check_labels(coarse, filename, NUM_COARSE_CLASSES, "coarse")
+    check_labels(fine, filename, NUM_CLASSES, "fine")
+    return to_hwc(records[:, 2:]), fine.astype(np.int64)
 
 
 def parse_python(data, filename):
@@ -110,8 +110,8 @@ def parse_python(data, filename):
             f"{filename}: {pixels.shape[0]:,} images but b'fine_labels' has shape "
             f"{fine.shape}."
         )
-    _check_labels(fine, filename, NUM_CLASSES, "fine")
-    return _to_hwc(pixels), fine
+    check_labels(fine, filename, NUM_CLASSES, "fine")
+    return to_hwc(pixels), fine
 
 
 def _read_file(path):
@@ -209,14 +209,14 @@ def is_tfds_data_dir(path):
 TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
 
 
-def _tfds_prepared(tfds, data_dir):
+def _tfds_prepared(tfds, name, data_dir):
     from absl import logging
 
     # TFDS warns through absl about every version folder it does not find.
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
     try:
-        return tfds.builder("cifar100", data_dir=data_dir).is_prepared()
+        return tfds.builder(name, data_dir=data_dir).is_prepared()
     except Exception:  # Any trouble reading the local metadata: not usable.
         return False
     finally:
@@ -232,19 +232,25 @@ def load_cifar100_tfds(split, data_dir=None):
             archive.
     """
     _check_split(split)
+    return load_tfds("cifar100", split, TFDS_URL, DOWNLOAD_HINT, data_dir)
+
+
+def load_tfds(name, split, url, hint, data_dir=None):
+    """A TFDS image dataset's split as uint8 images and int64 labels; a
+    download that cannot work offline fails at once with `hint`."""
     import tensorflow_datasets as tfds  # Slow to import; only this path needs it.
 
-    if not _tfds_prepared(tfds, data_dir):
-        problem = network.unreachable(TFDS_URL)
+    if not _tfds_prepared(tfds, name, data_dir):
+        problem = network.unreachable(url)
         if problem is not None:
             raise OSError(
-                f"CIFAR-100 is not in the TFDS data dir and cannot be downloaded: "
-                f"{problem}. Without internet: {DOWNLOAD_HINT}"
+                f"{name} is not in the TFDS data dir and cannot be downloaded: "
+                f"{problem}. Without internet: {hint}"
             )
     try:
         images, labels = tfds.as_numpy(
             tfds.load(
-                "cifar100",
+                name,
                 split=split,
                 batch_size=-1,
                 as_supervised=True,
@@ -253,8 +259,8 @@ def load_cifar100_tfds(split, data_dir=None):
         )
     except (OSError, ImportError, tfds.download.DownloadError) as error:
         raise OSError(
-            f"Could not get CIFAR-100 from TFDS ({type(error).__name__}: {error}). "
-            f"Without internet: {DOWNLOAD_HINT}"
+            f"Could not get {name} from TFDS ({type(error).__name__}: {error}). "
+            f"Without internet: {hint}"
         ) from error
     return images.astype(np.uint8), labels.astype(np.int64)
 

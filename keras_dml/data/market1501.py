@@ -241,7 +241,7 @@ def iter_market1501_images(root, split):
 _JPEG_TAIL_BYTES = 1024
 
 
-def _check_jpeg(contents, filename):
+def check_jpeg(contents, filename):
     """An op that fails, naming the file, unless `contents` starts with the
     JPEG start marker and has the end marker in its last `_JPEG_TAIL_BYTES`
     bytes (catches truncated, empty and non-JPEG files, which
@@ -283,7 +283,7 @@ def _check_jpeg(contents, filename):
 
 def decode_image(contents, filename, image_size):
     """JPEG bytes -> float32 `[height, width, 3]` in 0..255, resized bilinearly."""
-    with tf.control_dependencies([_check_jpeg(contents, filename)]):
+    with tf.control_dependencies([check_jpeg(contents, filename)]):
         image = tf.io.decode_jpeg(contents, channels=3)
     image = tf.image.resize(image, image_size)
     image.set_shape((*image_size, 3))

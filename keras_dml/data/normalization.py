@@ -30,7 +30,3 @@ def normalize(images, mean, std):
     """uint8 (or 0..255 float) images -> float32 `(x / 255 - mean) / std`."""
     images = tf.cast(images, tf.float32) / 255.0
     return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-
-
-def normalize_by_name(images, name):
-    return normalize(images, *check_normalization(name))

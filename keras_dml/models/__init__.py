@@ -22,6 +22,7 @@ from keras_dml.models.resnet_cifar import (
     resnet56,
     resnet110,
 )
+from keras_dml.models.small_cnn import cnn_small, cnn_wide
 from keras_dml.models.wide_resnet import WideResNet, wide_resnet
 
 # The whole registry: name -> constructor taking (num_classes=..., **kwargs).
@@ -36,10 +37,38 @@ _CONSTRUCTORS = {
     "resnet110": resnet110,
     "reid_mobilenet": reid_mobilenet,
     "reid_resnet50": reid_resnet50,
+    "cnn_small": cnn_small,
+    "cnn_wide": cnn_wide,
 }
 NAMES = tuple(_CONSTRUCTORS)
-# The peers for 32x32 CIFAR images (scripts/train_cifar.py).
-CIFAR_NAMES = tuple(n for n in NAMES if not n.startswith("reid_"))
+# Names of keras_dml 0.1's train_market1501.py, still accepted.
+ALIASES = {"mobilenet": "reid_mobilenet", "resnet50": "reid_resnet50"}
+# The peers for 32x32 CIFAR images.
+CIFAR_NAMES = tuple(
+    n for n in NAMES if not n.startswith("reid_") and not n.startswith("cnn_")
+)
+# Options each family of peers takes besides num_classes and input_shape.
+_OPTIONS = {"reid_": ("weights", "dropout", "synchronized_batchnorm"), "cnn_": ()}
+_CIFAR_OPTIONS = ("synchronized_batchnorm",)
+
+
+def canonical_name(name):
+    """`name`, or the registry name an old alias stands for."""
+    return ALIASES.get(name, name)
+
+
+def build(name, num_classes, input_shape=None, **options):
+    """Builds peer `name` for `num_classes` classes and images of
+    `input_shape`, passing on the `options` its family takes (e.g.
+    `synchronized_batchnorm` for the CIFAR peers, `weights` and `dropout` for
+    the re-ID peers) and ignoring the others."""
+    name = canonical_name(name)
+    family = next((p for p in _OPTIONS if name.startswith(p)), None)
+    accepted = _OPTIONS[family] if family else _CIFAR_OPTIONS
+    kwargs = {k: v for k, v in options.items() if k in accepted}
+    if input_shape is not None:
+        kwargs["input_shape"] = tuple(input_shape)
+    return get(name, num_classes=num_classes, **kwargs)
 
 
 def get(name, **kwargs):
@@ -52,7 +81,7 @@ def get(name, **kwargs):
     ```
     """
     try:
-        constructor = _CONSTRUCTORS[name]
+        constructor = _CONSTRUCTORS[canonical_name(name)]
     except (KeyError, TypeError):
         raise ValueError(
             f"Unknown peer network {name!r}. Valid names: {', '.join(NAMES)}"
@@ -61,6 +90,7 @@ def get(name, **kwargs):
 
 
 __all__ = [
+    "ALIASES",
     "CIFAR_NAMES",
     "NAMES",
     "FusedBatchNormalization",
@@ -69,6 +99,10 @@ __all__ = [
     "ReIDNet",
     "ResNetCIFAR",
     "WideResNet",
+    "build",
+    "canonical_name",
+    "cnn_small",
+    "cnn_wide",
     "get",
     "inception_v1_cifar",
     "mobilenet_cifar",

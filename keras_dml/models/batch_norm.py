@@ -112,7 +112,7 @@ def _fused_training(inputs, scale, offset, epsilon):
     return outputs, mean, variance
 
 
-def with_fused_batch_norm(model):
+def with_fused_batch_norm(model, synchronized=False):
     """A copy of a functional `model` whose Keras `BatchNormalization` layers
     are `FusedBatchNormalization`, with the same weights and layer names.
 
@@ -128,11 +128,15 @@ def with_fused_batch_norm(model):
     backbone = keras.applications.ResNet50(include_top=False, weights=None)
     backbone = keras_dml.models.with_fused_batch_norm(backbone)
     ```
+
+    `synchronized=True` computes every BatchNorm's statistics over all
+    replicas of a distribution strategy (Keras's `synchronized`).
     """
 
     def clone(layer):
         if type(layer) is layers.BatchNormalization:
-            return FusedBatchNormalization.from_config(layer.get_config())
+            config = {**layer.get_config(), "synchronized": synchronized}
+            return FusedBatchNormalization.from_config(config)
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)

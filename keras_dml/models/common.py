@@ -8,6 +8,33 @@ from keras_dml.models.batch_norm import FusedBatchNormalization
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
 
+class PeerNetwork(keras.Model):
+    """Base of the peer networks: a functional model built by its constructor,
+    whose config is the constructor's arguments (as keras-hub's `Backbone`:
+    a functional config could not be passed back to the constructor).
+
+    A subclass stores its arguments as attributes of the same names (the
+    input shape as `image_shape`, `num_classes`) and lists the others in
+    `CONFIG_ARGUMENTS`.
+    """
+
+    CONFIG_ARGUMENTS = ()
+
+    def get_config(self):
+        config = {name: getattr(self, name) for name in self.CONFIG_ARGUMENTS}
+        config.update(
+            num_classes=self.num_classes,
+            input_shape=self.image_shape,
+            name=self.name,
+            trainable=self.trainable,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
 def unique_name(prefix):
     """`prefix`, then `prefix_1`, `prefix_2`, ...: two peers of one architecture
     in a cohort get distinct names (logs, checkpoints, export folders)."""

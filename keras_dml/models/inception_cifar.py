@@ -26,7 +26,7 @@ _AUX_AFTER = ("4a", "4d")
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class InceptionV1CIFAR(keras.Model):
+class InceptionV1CIFAR(common.PeerNetwork):
     """InceptionV1 (GoogLeNet) for 32x32 images, with BatchNorm.
 
     A 3x3 convolution with 192 filters replaces the ImageNet stem (which would
@@ -58,6 +58,8 @@ class InceptionV1CIFAR(keras.Model):
         Szegedy et al. "Going Deeper with Convolutions". CVPR 2015.
         https://arxiv.org/abs/1409.4842
     """
+
+    CONFIG_ARGUMENTS = ("aux_classifiers", "dropout", "synchronized_batchnorm")
 
     def __init__(
         self,
@@ -105,21 +107,6 @@ class InceptionV1CIFAR(keras.Model):
         self.dropout = dropout
         self.image_shape = tuple(input_shape)
         self.synchronized_batchnorm = synchronized_batchnorm
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "aux_classifiers": self.aux_classifiers,
-            "dropout": self.dropout,
-            "input_shape": self.image_shape,
-            "synchronized_batchnorm": self.synchronized_batchnorm,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def _conv_bn_relu(x, filters, kernel_size, sync, name):

@@ -26,7 +26,7 @@ _BLOCKS = (
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class MobileNetCIFAR(keras.Model):
+class MobileNetCIFAR(common.PeerNetwork):
     """MobileNet v1 (width multiplier alpha) for 32x32 images.
 
     The ImageNet layer sequence (a 3x3 convolution with 32 filters, 13
@@ -49,6 +49,8 @@ class MobileNetCIFAR(keras.Model):
         Howard et al. "MobileNets: Efficient Convolutional Neural Networks for
         Mobile Vision Applications". 2017. https://arxiv.org/abs/1704.04861
     """
+
+    CONFIG_ARGUMENTS = ("alpha", "dropout", "synchronized_batchnorm")
 
     def __init__(
         self,
@@ -98,21 +100,6 @@ class MobileNetCIFAR(keras.Model):
         self.dropout = dropout
         self.image_shape = tuple(input_shape)
         self.synchronized_batchnorm = synchronized_batchnorm
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "alpha": self.alpha,
-            "dropout": self.dropout,
-            "input_shape": self.image_shape,
-            "synchronized_batchnorm": self.synchronized_batchnorm,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def mobilenet_cifar(num_classes=100, **kwargs):

@@ -68,7 +68,7 @@ class BackboneInput(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def _backbone(kind, input_shape, weights, name):
+def _backbone(kind, input_shape, weights, name, synchronized=False):
     """The `keras.applications` backbone, on fused BatchNorm (1.5x faster)."""
     constructor, _ = BACKBONES[kind]
     try:
@@ -88,7 +88,7 @@ def _backbone(kind, input_shape, weights, name):
                 "peer with weights=None."
             ) from error
         raise
-    return with_fused_batch_norm(backbone)
+    return with_fused_batch_norm(backbone, synchronized=synchronized)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -103,6 +103,8 @@ class ReIDNet(keras.Model):
         input_shape: `(height, width, 3)` of the (normalized) images.
         weights: None (random) or "imagenet" (Keras downloads and caches them).
         dropout: dropout rate before the classifier (0 for none).
+        synchronized_batchnorm: BatchNorm statistics over all replicas of a
+            distribution strategy, not each replica's.
         name: the model name (a unique default per backbone).
 
     Input: RGB images normalized with the ImageNet mean and std (the
@@ -129,6 +131,7 @@ class ReIDNet(keras.Model):
         input_shape=REID_INPUT_SHAPE,
         weights=None,
         dropout=0.0,
+        synchronized_batchnorm=False,
         name=None,
         **kwargs,
     ):
@@ -150,9 +153,9 @@ class ReIDNet(keras.Model):
         inputs = keras.Input(shape=input_shape, name="images")
         mode = BACKBONES[backbone][1]
         backbone_input = BackboneInput(mode, name=f"{mode}_input")(inputs)
-        embedding = _backbone(backbone, tuple(input_shape), weights, name)(
-            backbone_input
-        )
+        embedding = _backbone(
+            backbone, tuple(input_shape), weights, name, synchronized_batchnorm
+        )(backbone_input)
         embedding = layers.Activation("linear", dtype="float32", name="embedding")(
             embedding
         )
@@ -169,6 +172,7 @@ class ReIDNet(keras.Model):
         self.image_shape = tuple(input_shape)
         self.weights_source = weights
         self.dropout = dropout
+        self.synchronized_batchnorm = synchronized_batchnorm
         self.preprocessing = INPUT_NORMALIZATION
 
     def get_config(self):
@@ -179,6 +183,7 @@ class ReIDNet(keras.Model):
             "input_shape": self.image_shape,
             "weights": None,
             "dropout": self.dropout,
+            "synchronized_batchnorm": self.synchronized_batchnorm,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -7,7 +7,7 @@ from keras_dml.models import common
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class ResNetCIFAR(keras.Model):
+class ResNetCIFAR(common.PeerNetwork):
     """The CIFAR ResNet of He et al. (2016): depth = 6n + 2.
 
     A 3x3 convolution with 16 filters, three stages of n basic blocks with
@@ -39,6 +39,8 @@ class ResNetCIFAR(keras.Model):
         He, Zhang, Ren, Sun. "Deep Residual Learning for Image Recognition".
         CVPR 2016. https://arxiv.org/abs/1512.03385
     """
+
+    CONFIG_ARGUMENTS = ("depth", "synchronized_batchnorm")
 
     def __init__(
         self,
@@ -84,22 +86,6 @@ class ResNetCIFAR(keras.Model):
         self.num_classes = num_classes
         self.image_shape = tuple(input_shape)
         self.synchronized_batchnorm = synchronized_batchnorm
-
-    def get_config(self):
-        # The constructor arguments, not the functional graph: from_config
-        # rebuilds the graph by calling __init__.
-        return {
-            "depth": self.depth,
-            "num_classes": self.num_classes,
-            "input_shape": self.image_shape,
-            "synchronized_batchnorm": self.synchronized_batchnorm,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

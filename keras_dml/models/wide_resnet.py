@@ -7,7 +7,7 @@ from keras_dml.models import common
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class WideResNet(keras.Model):
+class WideResNet(common.PeerNetwork):
     """WRN-depth-width: pre-activation residual network of depth 6n+4.
 
     A 3x3 convolution with 16 filters, three groups of n pre-activation
@@ -31,6 +31,8 @@ class WideResNet(keras.Model):
         Zagoruyko, Komodakis. "Wide Residual Networks". BMVC 2016.
         https://arxiv.org/abs/1605.07146
     """
+
+    CONFIG_ARGUMENTS = ("depth", "width", "dropout", "synchronized_batchnorm")
 
     def __init__(
         self,
@@ -93,22 +95,6 @@ class WideResNet(keras.Model):
         self.dropout = dropout
         self.image_shape = tuple(input_shape)
         self.synchronized_batchnorm = synchronized_batchnorm
-
-    def get_config(self):
-        return {
-            "depth": self.depth,
-            "width": self.width,
-            "num_classes": self.num_classes,
-            "dropout": self.dropout,
-            "input_shape": self.image_shape,
-            "synchronized_batchnorm": self.synchronized_batchnorm,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def _wide_block(x, filters, strides, dropout, sync, name):

@@ -1,7 +1,15 @@
-"""Running experiments: strategies, complete CIFAR-100 runs, reports."""
+"""Running experiments: settings, the one runner, strategies, reports."""
 
-from keras_dml.training.cifar import CifarRun, run_cifar
+from keras_dml.training.config import SETTINGS, RunConfig, resolve
 from keras_dml.training.loop import TrainingDiverged
+from keras_dml.training.run import run
 from keras_dml.training.strategies import make_strategy
 
-__all__ = ["CifarRun", "TrainingDiverged", "make_strategy", "run_cifar"]
+__all__ = [
+    "SETTINGS",
+    "RunConfig",
+    "TrainingDiverged",
+    "make_strategy",
+    "resolve",
+    "run",
+]

@@ -13,12 +13,12 @@ import time
 
 import keras
 import numpy as np
-from keras import layers
 
 from keras_dml import files
 from keras_dml.data.arrays import array_dataset
+from keras_dml.data.digits import load_digits_split
 from keras_dml.export import export_peers
-from keras_dml.models import FusedBatchNormalization
+from keras_dml.models import cnn_small, cnn_wide
 from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.training import reports
 
@@ -50,45 +50,8 @@ class QuickstartRun:
             )
 
 
-def load_digits_split(train_size, split_seed=0):
-    """uint8 images [N, 8, 8, 1] in 0..255 and labels, split into a stratified
-    training set of `train_size` images and a test set of the rest."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., np.newaxis]
-    x_train, x_test, y_train, y_test = train_test_split(
-        images,
-        digits.target,
-        train_size=train_size,
-        stratify=digits.target,
-        random_state=split_seed,
-    )
-    return (x_train, y_train), (x_test, y_test)
-
-
-def digit_cnn(filters, name):
-    """A small CNN peer for 8x8 digits: two conv blocks and a classifier."""
-    inputs = keras.Input((8, 8, 1), name="images")
-    x = inputs
-    for i, width in enumerate(filters):
-        x = layers.Conv2D(
-            width, 3, padding="same", use_bias=False, name=f"conv{i + 1}"
-        )(x)
-        # Momentum 0.9: with ~10 steps per epoch, Keras's default 0.99 leaves
-        # the moving statistics far behind the weights (test accuracy ~50%).
-        x = FusedBatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
-        x = layers.ReLU(name=f"relu{i + 1}")(x)
-        if i == 0:
-            x = layers.MaxPooling2D(name="pool")(x)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = layers.Dense(10, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
-
-
 def make_peers():
-    return [digit_cnn((16, 32), "cnn_small"), digit_cnn((32, 64), "cnn_wide")]
+    return [cnn_small(), cnn_wide()]
 
 
 def _train_one(config, kl_weight, seed, data, mean, std):

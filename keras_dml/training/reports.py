@@ -1,12 +1,10 @@
 """What a run leaves behind for people: results.json and accuracy curves."""
 
-import contextlib
-import json
-import os
 import platform
 import sys
 
-from keras_dml.files import atomic_write_text, temporary_path
+from keras_dml.figures import save_figure
+from keras_dml.files import atomic_write_text, write_json
 
 __all__ = ["atomic_write_text", "plot_curves", "save_figure", "versions", "write_json"]
 
@@ -27,10 +25,6 @@ def versions():
         "platform": platform.platform(),
         "devices": [d.name for d in tf.config.list_logical_devices()],
     }
-
-
-def write_json(path, content):
-    atomic_write_text(path, json.dumps(content, indent=2, sort_keys=False) + "\n")
 
 
 def accuracy_series(history, metric="accuracy", prefix="val_"):
@@ -85,20 +79,3 @@ def plot_curves(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     save_figure(figure, path)
-
-
-def save_figure(figure, path):
-    """Writes a matplotlib figure as PNG through a temporary file, and closes it."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    temporary = temporary_path(path)
-    try:
-        figure.savefig(temporary, dpi=120, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-    finally:
-        plt.close(figure)

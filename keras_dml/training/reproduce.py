@@ -1,13 +1,12 @@
 """The paper's CIFAR-100 table, reproduced: Independent vs DML for each pair,
 next to the paper's numbers."""
 
-import dataclasses
 import os
 
 import keras
 
 from keras_dml.files import atomic_write_text, ensure_writable_dir, writing
-from keras_dml.training.cifar import run_cifar
+from keras_dml.training.run import run
 
 # Zhang et al. (2018), Table 1, CIFAR-100 top-1 (%):
 # (net1, net2) -> ((net1 independent, net1 DML), (net2 independent, net2 DML)).
@@ -43,14 +42,13 @@ def run_pair(pair, base, model_dir):
     independent_dir = os.path.join(model_dir, "+".join(pair), "independent")
     for label, independent in (("independent", True), ("DML", False)):
         keras.backend.clear_session()  # Same peer names in every run.
-        config = dataclasses.replace(
-            base,
+        config = base.replace(
             peers=pair,
             independent=independent,
             model_dir=os.path.join(model_dir, "+".join(pair), label.lower()),
             compare_dir=None if independent else independent_dir,
         )
-        results[label] = run_cifar(config)
+        results[label] = run(config)
     return results
 
 

@@ -1,0 +1,23 @@
+"""Writing matplotlib figures as PNG files (Agg backend: no display needed)."""
+
+import contextlib
+import os
+
+from keras_dml.files import temporary_path
+
+
+def save_figure(figure, path):
+    """Writes a matplotlib figure as PNG through a temporary file, and closes it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    temporary = temporary_path(path)
+    try:
+        figure.savefig(temporary, dpi=120, format="png")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    finally:
+        plt.close(figure)

@@ -1,0 +1,550 @@
+"""Every setting of a training run, declared once.
+
+Each `Setting` has its default and help text here and nowhere else: the absl
+flags of every training script are generated from `SETTINGS`
+(`define_flags`), `config.json` stores a `RunConfig` of them, and resuming
+compares the stored settings with the given ones. A dataset changes only
+defaults (`keras_dml.data.datasets`): the paper's for CIFAR, the official
+code's for Market-1501.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+from keras_dml.losses import MIMICRY_MODES
+from keras_dml.training.strategies import STRATEGIES
+
+UPDATE_MODES = ("simultaneous", "sequential")
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "piecewise", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting: its flag `--<name>`, default, help text and kind.
+
+    Attributes:
+        kind: "str", "int", "float", "bool", "list" (of strings) or
+            "int_list"; how the flag parses.
+        group: the heading it is listed under in `--help`.
+        choices: the allowed values, if limited.
+        resumable: may differ when a stored run is resumed (where it is,
+            what is printed); every other setting must match.
+        dataset_default: the default depends on the dataset (`--help` says so).
+    """
+
+    name: str
+    default: Any
+    help: str
+    kind: str
+    group: str
+    choices: tuple | None = None
+    resumable: bool = False
+    dataset_default: bool = False
+
+
+def _s(name, default, help, kind, group, **kwargs):
+    return Setting(name, default, help, kind, group, **kwargs)
+
+
+SETTINGS = (
+    # The run.
+    _s("dataset", "cifar100", "What to train on.", "str", "run"),
+    _s(
+        "model_dir",
+        None,
+        "The run folder: checkpoints, logs, results (required).",
+        "str",
+        "run",
+        resumable=True,
+    ),
+    _s("seed", None, "Seed for weights, data order and augmentation.", "int", "run"),
+    _s(
+        "deterministic",
+        False,
+        "Deterministic ops (exact resume with --seed; slower on GPU).",
+        "bool",
+        "run",
+    ),
+    _s(
+        "smoke_test",
+        False,
+        "Tiny data, 2 steps per epoch, 2 epochs: checks a set-up in seconds.",
+        "bool",
+        "run",
+    ),
+    # Data.
+    _s(
+        "data_dir",
+        None,
+        "Where the dataset is (an archive, its folder, or your image folders); "
+        "see README for each dataset.",
+        "str",
+        "data",
+        resumable=True,
+    ),
+    _s(
+        "image_size",
+        None,
+        "HEIGHT,WIDTH images are resized to (folder and market1501).",
+        "int_list",
+        "data",
+        dataset_default=True,
+    ),
+    _s(
+        "epochs",
+        None,
+        "Training epochs.",
+        "int",
+        "data",
+        dataset_default=True,
+        resumable=True,
+    ),
+    _s(
+        "batch_size",
+        None,
+        "Global batch size (split across replicas).",
+        "int",
+        "data",
+        dataset_default=True,
+    ),
+    _s(
+        "steps_per_epoch",
+        None,
+        "Cap on training steps per epoch (none: the whole training set).",
+        "int",
+        "data",
+    ),
+    _s(
+        "random_erasing",
+        0.0,
+        "Probability of Random Erasing (Zhong et al.) per training image (re-ID).",
+        "float",
+        "data",
+    ),
+    # Peers.
+    _s(
+        "peers",
+        None,
+        "Peer architectures, >= 2 names of keras_dml.models.NAMES.",
+        "list",
+        "peers",
+        dataset_default=True,
+    ),
+    _s(
+        "weights",
+        "imagenet",
+        "Backbone initialization of re-ID peers: imagenet or none.",
+        "str",
+        "peers",
+        choices=("imagenet", "none"),
+        dataset_default=True,
+    ),
+    _s("dropout", 0.0, "Dropout before each re-ID classifier.", "float", "peers"),
+    _s(
+        "synchronized_batchnorm",
+        False,
+        "BatchNorm statistics over the global batch, not each replica's (small "
+        "per-replica batches; slower).",
+        "bool",
+        "peers",
+    ),
+    # Mutual learning.
+    _s("kl_weight", 1.0, "Weight of the mimicry (KL) term.", "float", "dml"),
+    _s("temperature", 1.0, "Softmax temperature of the mimicry term.", "float", "dml"),
+    _s(
+        "mimicry",
+        "pairwise",
+        "KL to each other peer (pairwise) or to their mean (ensemble).",
+        "str",
+        "dml",
+        choices=MIMICRY_MODES,
+    ),
+    _s(
+        "update",
+        "simultaneous",
+        "Peer update order (sequential: the paper's Algorithm 1).",
+        "str",
+        "dml",
+        choices=UPDATE_MODES,
+    ),
+    _s(
+        "label_smoothing",
+        0.0,
+        "Label smoothing of the cross-entropy.",
+        "float",
+        "dml",
+        dataset_default=True,
+    ),
+    _s(
+        "independent",
+        False,
+        "Train the same cohort with kl_weight=0 (the baseline).",
+        "bool",
+        "dml",
+    ),
+    # Optimizer and schedule.
+    _s(
+        "optimizer",
+        "sgd",
+        "Per-peer optimizer.",
+        "str",
+        "optimizer",
+        choices=OPTIMIZERS,
+        dataset_default=True,
+    ),
+    _s(
+        "lr", None, "Initial learning rate.", "float", "optimizer", dataset_default=True
+    ),
+    _s("momentum", 0.9, "SGD momentum.", "float", "optimizer"),
+    _s("nesterov", True, "Nesterov momentum (SGD).", "bool", "optimizer"),
+    _s("beta1", 0.9, "Adam beta_1.", "float", "optimizer", dataset_default=True),
+    _s("beta2", 0.999, "Adam beta_2.", "float", "optimizer"),
+    _s(
+        "weight_decay",
+        0.0,
+        "L2 weight decay on kernels, coupled through the optimizer's gradient "
+        "(as SGD's weight_decay in PyTorch or Caffe).",
+        "float",
+        "optimizer",
+        dataset_default=True,
+    ),
+    _s(
+        "lr_schedule",
+        "constant",
+        "Learning-rate schedule: constant, piecewise (x lr_decay after each of "
+        "lr_milestones) or cosine (to 0 at the last epoch).",
+        "str",
+        "optimizer",
+        choices=LR_SCHEDULES,
+        dataset_default=True,
+    ),
+    _s(
+        "lr_milestones",
+        (),
+        "Epochs after which lr *= lr_decay (piecewise schedule).",
+        "int_list",
+        "optimizer",
+        dataset_default=True,
+    ),
+    _s(
+        "lr_decay", 0.1, "Learning-rate factor at each milestone.", "float", "optimizer"
+    ),
+    # Evaluation.
+    _s(
+        "metric",
+        "euclidean",
+        "Feature distance for re-ID ranking: euclidean or cosine.",
+        "str",
+        "evaluation",
+        choices=("euclidean", "cosine"),
+    ),
+    _s(
+        "flip_test",
+        False,
+        "Average each re-ID test image's features with its mirror's.",
+        "bool",
+        "evaluation",
+    ),
+    # Devices.
+    _s(
+        "strategy",
+        "auto",
+        "tf.distribute strategy.",
+        "str",
+        "devices",
+        choices=STRATEGIES,
+        resumable=True,
+    ),
+    _s(
+        "mixed_precision",
+        False,
+        "mixed_float16 on GPUs, mixed_bfloat16 on CPUs.",
+        "bool",
+        "devices",
+    ),
+    # Reporting.
+    _s(
+        "export",
+        True,
+        "Export every peer for TF Serving at the end.",
+        "bool",
+        "reporting",
+        resumable=True,
+    ),
+    _s(
+        "compare_dir",
+        None,
+        "Another run's model_dir to draw beside this one in curves.png.",
+        "str",
+        "reporting",
+        resumable=True,
+    ),
+    _s(
+        "verbose",
+        1,
+        "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+        "int",
+        "reporting",
+        resumable=True,
+    ),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+GROUPS = (
+    "run",
+    "data",
+    "peers",
+    "dml",
+    "optimizer",
+    "evaluation",
+    "devices",
+    "reporting",
+)
+RESUMABLE = tuple(s.name for s in SETTINGS if s.resumable)
+
+
+class RunConfig:
+    """The values of every setting of one run; read as attributes.
+
+    Build one with `resolve(given)`, which fills in the dataset's defaults and
+    validates; `asdict()` is what `config.json` stores.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values):
+        unknown = sorted(set(values) - set(BY_NAME))
+        if unknown:
+            raise ValueError(f"Unknown settings {unknown}. Valid: {sorted(BY_NAME)}")
+        object.__setattr__(
+            self, "_values", {s.name: values.get(s.name, s.default) for s in SETTINGS}
+        )
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("RunConfig is immutable; use replace(...)")
+
+    def __eq__(self, other):
+        return isinstance(other, RunConfig) and self._values == other._values
+
+    def __repr__(self):
+        return f"RunConfig({self._values})"
+
+    def asdict(self):
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items()
+        }
+
+    def replace(self, **changes):
+        return RunConfig({**self._values, **changes})
+
+    @property
+    def image_shape(self):
+        return tuple(self.image_size) if self.image_size else None
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def defaults_for(dataset, smoke_test=False):
+    """Every setting's value when only `dataset` (and `smoke_test`) is given."""
+    from keras_dml.data import datasets
+
+    entry = datasets.get(dataset)
+    values = {s.name: s.default for s in SETTINGS}
+    values.update({k: _as_tuple(v) for k, v in entry.defaults.items()})
+    if smoke_test:
+        values.update(entry.smoke_defaults)
+    values.update(dataset=dataset, smoke_test=smoke_test)
+    return values
+
+
+def resolve(given):
+    """The `RunConfig` of a run from the settings given explicitly.
+
+    Later sources win: each setting's default, the dataset's defaults, the
+    dataset's smoke-test sizes (with `smoke_test`), then `given`.
+
+    Raises:
+        ValueError: a setting is invalid; the message names every one, as
+            `--<name>`.
+    """
+    from keras_dml.data import datasets
+
+    given = {k: _as_tuple(v) for k, v in given.items() if v is not None}
+    dataset = given.get("dataset", BY_NAME["dataset"].default)
+    datasets.get(dataset)  # An unknown name is named here.
+    values = defaults_for(dataset, bool(given.get("smoke_test")))
+    values.update(given)
+    config = RunConfig(values)
+    validate(config)
+    return config
+
+
+def validate(config):
+    """Raises ValueError naming every setting that cannot work."""
+    from keras_dml import models
+    from keras_dml.data import datasets
+
+    problems = []
+    for setting in SETTINGS:
+        value = getattr(config, setting.name)
+        if setting.choices and value not in setting.choices:
+            problems.append(
+                f"--{setting.name} must be one of {', '.join(setting.choices)}. "
+                f"Received: {value}"
+            )
+    if config.dataset not in datasets.NAMES:
+        problems.append(
+            f"--dataset must be one of {', '.join(datasets.NAMES)}. "
+            f"Received: {config.dataset}"
+        )
+    if not config.model_dir:
+        problems.append("--model_dir is required: the folder the run writes to.")
+    peers = list(config.peers or ())
+    if len(peers) < 2:
+        problems.append(f"--peers needs at least 2 names. Received: {','.join(peers)}")
+    unknown = [p for p in peers if models.canonical_name(p) not in models.NAMES]
+    if unknown:
+        valid = ", ".join(models.NAMES)
+        problems.append(f"--peers: unknown peer {unknown[0]!r}. Valid names: {valid}")
+    for name in ("epochs", "batch_size"):
+        if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
+            problems.append(f"--{name} must be >= 1. Received: {getattr(config, name)}")
+    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
+        problems.append(
+            f"--steps_per_epoch must be >= 1. Received: {config.steps_per_epoch}"
+        )
+    for name in ("lr", "lr_decay", "temperature"):
+        value = getattr(config, name)
+        if value is None or not (value > 0 and math.isfinite(value)):
+            problems.append(f"--{name} must be > 0. Received: {value}")
+    for name in ("momentum", "weight_decay", "kl_weight", "dropout"):
+        value = getattr(config, name)
+        if not (value >= 0 and math.isfinite(value)):
+            problems.append(f"--{name} must be >= 0. Received: {value}")
+    for name in ("beta1", "beta2", "label_smoothing", "random_erasing", "dropout"):
+        value = getattr(config, name)
+        if not 0 <= value < 1 and not (name == "random_erasing" and value == 1):
+            problems.append(f"--{name} must be in [0, 1). Received: {value}")
+    milestones = list(config.lr_milestones or ())
+    if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+        problems.append(
+            "--lr_milestones must be increasing positive epochs. "
+            f"Received: {','.join(map(str, milestones))}"
+        )
+    if config.lr_schedule == "piecewise" and not milestones:
+        problems.append("--lr_schedule=piecewise needs --lr_milestones.")
+    if config.image_size is not None and (
+        len(config.image_size) != 2 or min(config.image_size) < 1
+    ):
+        problems.append(
+            "--image_size must be HEIGHT,WIDTH (two positive integers). "
+            f"Received: {','.join(map(str, config.image_size))}"
+        )
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+# ------------------------------------------------------------------- flags
+
+
+def define_flags(flag_values=None, defaults=None):
+    """Defines one absl flag per setting, listed in `--help` by group.
+
+    Flags default to None ("not given"), so that `given_settings` can tell a
+    setting the user chose from one the dataset fills in; the help text gives
+    the default, or says the dataset chooses it.
+
+    Args:
+        defaults: `{name: value}` overriding the default shown and used when a
+            flag is not given (the thin per-dataset scripts set `dataset`).
+    """
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    defaults = defaults or {}
+    for setting in SETTINGS:
+        help_text = f"{setting.help} (default: {_shown_default(setting, defaults)})"
+        if setting.choices:
+            help_text += f" One of: {', '.join(setting.choices)}."
+        module = f"{setting.group} settings"
+        define = {
+            "str": flags.DEFINE_string,
+            "int": flags.DEFINE_integer,
+            "float": flags.DEFINE_float,
+            "bool": flags.DEFINE_bool,
+            "list": flags.DEFINE_list,
+            "int_list": flags.DEFINE_list,
+        }[setting.kind]
+        define(
+            setting.name, None, help_text, flag_values=flag_values, module_name=module
+        )
+    return flag_values
+
+
+def _shown_default(setting, defaults):
+    if setting.dataset_default and setting.name not in defaults:
+        if "dataset" not in defaults:
+            return "the dataset's"
+        defaults = defaults_for(defaults["dataset"])
+    default = defaults.get(setting.name, setting.default)
+    if default is None:
+        return "none"
+    if isinstance(default, tuple):
+        return ",".join(map(str, default)) or "none"
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def help_text(defaults=None):
+    """Every setting once, by group, with its default: what `--help` shows."""
+    import textwrap
+
+    from keras_dml.data import datasets
+
+    defaults = defaults or {}
+    lines = ["Settings (a dataset changes only their defaults):"]
+    for group in GROUPS:
+        lines.append(f"\n{group}:")
+        for setting in (s for s in SETTINGS if s.group == group):
+            text = f"{setting.help} Default: {_shown_default(setting, defaults)}."
+            if setting.name == "dataset":
+                text += " " + "; ".join(
+                    f"{d.name}: {d.description}" for d in datasets.REGISTRY.values()
+                )
+            elif setting.choices:
+                text += f" One of: {', '.join(setting.choices)}."
+            lines.append(f"  --{setting.name}")
+            lines += textwrap.wrap(
+                text, width=78, initial_indent="      ", subsequent_indent="      "
+            )
+    return "\n".join(lines)
+
+
+def given_settings(flag_values, defaults=None):
+    """`{name: value}` of the settings given on the command line (and the
+    script's own `defaults`), parsed; flags not given are left out."""
+    given = dict(defaults or {})
+    for setting in SETTINGS:
+        flag = flag_values[setting.name]
+        if flag.value is None:
+            continue
+        value = flag.value
+        if setting.kind == "int_list":
+            try:
+                value = tuple(int(v) for v in value)
+            except ValueError:
+                raise ValueError(
+                    f"--{setting.name} must be integers. Received: {','.join(value)}"
+                ) from None
+        elif setting.kind == "list":
+            value = tuple(value)
+        given[setting.name] = value
+    return given

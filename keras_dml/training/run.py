@@ -1,0 +1,380 @@
+"""One runner for every dataset: a run folder owned by one process, the data,
+the cohort under the strategy, a resumable fit, and what a run leaves behind.
+
+`scripts/train.py` (and its aliases `train_cifar.py`, `train_market1501.py`)
+maps its flags onto a `RunConfig` and calls `run`; `reproduce_table.py` calls
+it once per table cell. Multi-worker input, mixed precision, resume and the
+NaN stop are the same for every dataset because they are this code.
+"""
+
+import contextlib
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_dml import files, models
+from keras_dml.data import datasets
+from keras_dml.data.epochs import resolve_seed
+from keras_dml.export import export_peers
+from keras_dml.mutual_learning import MutualLearningModel
+from keras_dml.training import config as settings
+from keras_dml.training import loop, reports
+from keras_dml.training.lock import RunLock
+from keras_dml.training.strategies import check_seed, make_strategy, writable_dir
+
+CONFIG_FILE = "config.json"
+
+
+# ------------------------------------------------------------------ resume
+
+
+def stored_settings(model_dir):
+    """The settings `model_dir/config.json` holds, or None; runs stored by
+    keras_dml 0.1 are read as they were meant."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({error}).") from error
+    if "dataset" not in stored:  # keras_dml 0.1: train_cifar / train_market1501.
+        if "image_height" in stored:
+            stored["dataset"] = "market1501"
+            stored["image_size"] = [
+                stored.pop("image_height"),
+                stored.pop("image_width"),
+            ]
+            stored["weights"] = stored.get("weights") or "none"
+        else:
+            stored["dataset"] = "cifar100"
+    return stored
+
+
+def _comparable(name, value):
+    if name == "peers" and value is not None:
+        return [models.canonical_name(p) for p in value]
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_resume(config):
+    """`config` with the stored seed when `config.model_dir` holds a run;
+    raises ValueError naming every setting that differs from the stored run's
+    (other than the resumable ones)."""
+    stored = stored_settings(config.model_dir)
+    if stored is None:
+        return config
+    if not _completed_an_epoch(config.model_dir):
+        # Nothing to resume (it failed or stopped in its first epoch): the
+        # corrected command starts it over.
+        return config
+    current = config.asdict()
+    if config.seed is None:
+        current["seed"] = stored.get("seed")
+    # A setting added after the run was stored had its default then.
+    defaults = settings.defaults_for(stored["dataset"], stored.get("smoke_test", False))
+    different = {}
+    for setting in settings.SETTINGS:
+        name = setting.name
+        if setting.resumable:
+            continue
+        was = stored.get(name, defaults[name])
+        if _comparable(name, was) != _comparable(name, current[name]):
+            different[name] = (was, current[name])
+    if different:
+        listed = "; ".join(
+            f"--{k}: stored {_shown(a)}, given {_shown(b)}"
+            for k, (a, b) in different.items()
+        )
+        raise ValueError(
+            f"{config.model_dir} holds a run with other settings ({listed}). Re-run "
+            "with the same flags to resume it, or use another --model_dir."
+        )
+    return config.replace(seed=current["seed"])
+
+
+def _completed_an_epoch(model_dir):
+    from keras_dml.callbacks import checkpoint_files
+
+    directory = os.path.join(model_dir, "checkpoints")
+    return bool(checkpoint_files(directory)) or os.path.exists(
+        os.path.join(directory, "state.json")
+    )
+
+
+def _shown(value):
+    return (
+        ",".join(map(str, value)) if isinstance(value, (list, tuple)) else repr(value)
+    )
+
+
+# ------------------------------------------------------------------- set-up
+
+
+@contextlib.contextmanager
+def prepared_run(config):
+    """Everything a run does before building its model, and undoes after.
+
+    In order: checks the data path; creates the strategy (first of the
+    TensorFlow work: the multi-worker runtime must start before other ops);
+    takes the run folder's lock (the chief's); refuses to resume a different
+    run; reads and checks the data (a batch larger than the training set is
+    refused here); and only then writes anything: config.json, after
+    removing the temporaries a killed run left. A run that cannot start
+    leaves no folder that would refuse the corrected command.
+
+    Yields:
+        `(config, strategy, write_to, data)`: the config with its seed, the
+        strategy, the folder this process writes to (`model_dir` on the
+        chief, a private temporary folder on other workers) and the
+        `LoadedData`.
+    """
+    problem = datasets.data_dir_problem(config)
+    if problem:
+        raise ValueError(problem)
+    created = not os.path.exists(config.model_dir)
+    files.ensure_writable_dir(config.model_dir, "--model_dir")
+    try:
+        strategy = make_strategy(config.strategy)
+        write_to = writable_dir(strategy, config.model_dir)
+        with contextlib.ExitStack() as stack:
+            if write_to == config.model_dir:
+                stack.enter_context(RunLock(config.model_dir))
+            config = check_resume(config)
+            check_seed(strategy, config.seed)
+            config = config.replace(seed=resolve_seed(config.seed))
+            data = datasets.get(config.dataset).load(config)
+            _check_against_data(config, data)
+            if write_to == config.model_dir:
+                for path in files.remove_stale_temporaries(config.model_dir):
+                    print(f"Removed {path}, left by an interrupted run.")
+            with loop.writing_outputs(write_to):
+                files.write_json(os.path.join(write_to, CONFIG_FILE), config.asdict())
+            created = False  # It holds a run now.
+            with _precision_and_seeds(config):
+                yield config, strategy, write_to, data
+    finally:
+        if created:
+            _remove_if_empty(config.model_dir)
+
+
+def _check_against_data(config, data):
+    if config.batch_size > data.num_train:
+        raise ValueError(
+            f"--batch_size={config.batch_size} is larger than the training set "
+            f"({data.num_train} examples)."
+        )
+
+
+def _remove_if_empty(folder):
+    with contextlib.suppress(OSError):
+        leftover = set(os.listdir(folder)) - {".lock"}
+        if not leftover:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, ".lock"))
+            os.rmdir(folder)
+
+
+@contextlib.contextmanager
+def _precision_and_seeds(config):
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(
+        loop.mixed_precision_policy(config.mixed_precision)
+    )
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+# ------------------------------------------------------------------- cohort
+
+
+def apply_weight_decay(peer, weight_decay):
+    """L2 on every kernel (convolutions, dense), coupled through the
+    optimizer as in the CIFAR ResNet recipes: the gradient gains
+    `weight_decay * w`, as with PyTorch's / Caffe's SGD `weight_decay` (hence
+    L2 of weight_decay / 2). BatchNorm scales and biases are not decayed."""
+    if weight_decay <= 0:
+        return
+    regularizer = keras.regularizers.L2(weight_decay / 2)
+    for variable in peer.trainable_variables:
+        if variable.path.endswith("kernel"):
+            variable.regularizer = regularizer
+
+
+def learning_rate(config, steps_per_epoch):
+    """The learning rate or schedule of `config.lr_schedule`."""
+    if config.lr_schedule == "piecewise":
+        values = [
+            config.lr * config.lr_decay**i for i in range(len(config.lr_milestones) + 1)
+        ]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [m * steps_per_epoch for m in config.lr_milestones], values
+        )
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            config.lr, decay_steps=config.epochs * steps_per_epoch
+        )
+    return config.lr
+
+
+def make_optimizer(config, steps_per_epoch):
+    rate = learning_rate(config, steps_per_epoch)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate, beta_1=config.beta1, beta_2=config.beta2)
+    return keras.optimizers.SGD(
+        rate, momentum=config.momentum, nesterov=config.nesterov
+    )
+
+
+def build_cohort(config, data, steps_per_epoch):
+    """The compiled MutualLearningModel of a run (call inside the strategy scope)."""
+    peers = [
+        models.build(
+            name,
+            data.num_classes,
+            data.image_shape,
+            synchronized_batchnorm=config.synchronized_batchnorm,
+            weights=None if config.weights == "none" else config.weights,
+            dropout=config.dropout,
+        )
+        for name in config.peers
+    ]
+    for peer in peers:
+        apply_weight_decay(peer, config.weight_decay)
+    model = MutualLearningModel(
+        peers,
+        kl_weight=0.0 if config.independent else config.kl_weight,
+        temperature=config.temperature,
+        mimicry=config.mimicry,
+        update=config.update,
+        label_smoothing=config.label_smoothing,
+    )
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch), metrics=["accuracy"]
+    )
+    return model
+
+
+def _training_data(config, data, strategy, initial_epoch):
+    def make(input_context=None):
+        return data.train(config.seed, config.epochs, initial_epoch, input_context)
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Each worker keeps its slice of every global batch.
+        return strategy.distribute_datasets_from_function(make)
+    return make()
+
+
+# ------------------------------------------------------------------ reports
+
+
+def run_label(config):
+    return "independent" if config.independent or config.kl_weight == 0 else "DML"
+
+
+def _reports(config, write_to, model, history, evaluation, started, strategy):
+    names = [peer.name for peer in model.peers]
+    results = {
+        **evaluation,
+        "dataset": config.dataset,
+        "peer_names": names,
+        "run": run_label(config),
+        "epochs_completed": history[-1]["epoch"] if history else 0,
+        "train_seconds": sum(row.get("epoch_seconds", 0.0) for row in history),
+        "wall_time_seconds": time.time() - started,
+        "flags": config.asdict(),
+        "versions": reports.versions(),
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "history": history,
+    }
+    dataset = datasets.get(config.dataset)
+    title = " + ".join(config.peers) + f" on {dataset.name}"
+    if "reid" in evaluation:
+        from keras_dml.reid.report import write_evaluation
+
+        results["table"] = write_evaluation(write_to, evaluation["reid"], title)
+        results["reid"] = {
+            k: {m: v for m, v in r.items() if m != "cmc"}
+            for k, r in evaluation["reid"].items()
+        }
+    files.write_json(os.path.join(write_to, "results.json"), results)
+    curves = [(run_label(config), history, "-")]
+    if config.compare_dir:
+        other = os.path.join(config.compare_dir, "results.json")
+        if os.path.isfile(other):
+            with open(other) as f:
+                compared = json.load(f)
+            curves.append(
+                (compared.get("run", "compared"), compared.get("history", []), "--")
+            )
+        else:
+            print(
+                f"warning: {other} does not exist (unfinished run?); "
+                "curves.png leaves it out."
+            )
+    if any(key.startswith("val_") for row in history for key in row):
+        display = {f"peer{i}": f"peer{i} {name}" for i, name in enumerate(config.peers)}
+        reports.plot_curves(
+            os.path.join(write_to, "curves.png"), curves, title, names=display
+        )
+    return results
+
+
+# ---------------------------------------------------------------------- run
+
+
+def run(config):
+    """Trains (or resumes) a run and writes its artifacts into `model_dir`.
+
+    Artifacts: `config.json`, `checkpoints/` (resume state), `history.csv`,
+    `tensorboard/`, `cohort.keras`, `export/` (each peer and the ensemble as
+    TF Serving SavedModels), `results.json`, and `curves.png` (classification)
+    or `reid_results.md` / `.json` and `cmc.png` (re-ID).
+
+    Returns the results dict (also in `results.json`).
+
+    Raises:
+        ValueError: a setting is invalid, the data does not fit it, or
+            `model_dir` holds another run.
+        RunFolderInUse: another process is using `model_dir`.
+        TrainingDiverged: the loss became NaN (the last checkpoint is kept).
+        keras_dml.files.OutputError: an output could not be written.
+    """
+    started = time.time()
+    with prepared_run(config) as (config, strategy, write_to, data):
+        steps = data.steps_per_epoch(config.batch_size, config.steps_per_epoch)
+        with strategy.scope():
+            model = build_cohort(config, data, steps)
+        history = loop.fit_with_checkpoints(
+            model,
+            lambda initial_epoch: _training_data(config, data, strategy, initial_epoch),
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            write_to=write_to,
+            restore_from=config.model_dir,  # Every worker resumes from the chief's.
+            validation_data=data.validation,
+            verbose=config.verbose,
+        )
+        evaluation = data.evaluate(model, verbose=0)
+        with loop.writing_outputs(write_to):
+            loop.save_model(model, os.path.join(write_to, "cohort.keras"))
+            if config.export:
+                export_peers(
+                    model,
+                    os.path.join(write_to, "export"),
+                    preprocessing=data.preprocessing,
+                    overwrite=True,
+                )
+            return _reports(
+                config, write_to, model, history, evaluation, started, strategy
+            )

@@ -1,0 +1,294 @@
+"""The one runner: settings declared once, the dataset registry, every
+dataset's smoke run, the run folder's lock and the checks made before
+anything is written."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from absl import flags
+from data_fixtures import cifar_arrays, write_cifar10_archive
+
+from keras_dml.data import cifar10, datasets
+from keras_dml.training import config as settings
+from keras_dml.training.lock import RunFolderInUse, RunLock
+from keras_dml.training.run import check_resume, run, stored_settings
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _script(*flags_, timeout=600):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "train.py"), *flags_],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_every_setting_is_declared_once_and_becomes_one_flag():
+    names = [s.name for s in settings.SETTINGS]
+    assert len(names) == len(set(names))
+    values = settings.define_flags(flags.FlagValues())
+    assert sorted(values) == sorted(names)
+    text = settings.help_text()
+    for name in names:
+        assert text.count(f"  --{name}\n") == 1, name
+    assert {s.group for s in settings.SETTINGS} == set(settings.GROUPS)
+
+
+def test_flags_given_override_the_dataset_defaults():
+    values = settings.define_flags(flags.FlagValues())
+    values(["train.py", "--dataset=market1501", "--lr=0.01", "--lr_milestones=3,5"])
+    given = settings.given_settings(values)
+    assert given == {"dataset": "market1501", "lr": 0.01, "lr_milestones": (3, 5)}
+    config = settings.resolve({**given, "model_dir": "/tmp/x"})
+    assert config.lr == 0.01 and config.optimizer == "adam" and config.beta1 == 0.5
+
+
+@pytest.mark.parametrize("dataset", datasets.NAMES)
+def test_every_dml_setting_works_for_every_dataset(dataset):
+    given = {
+        "dataset": dataset,
+        "model_dir": "/tmp/x",
+        "kl_weight": 2.0,
+        "temperature": 3.0,
+        "mimicry": "ensemble",
+        "update": "sequential",
+        "label_smoothing": 0.2,
+        "optimizer": "sgd",
+        "momentum": 0.8,
+        "nesterov": False,
+        "weight_decay": 1e-4,
+        "lr_schedule": "cosine",
+    }
+    config = settings.resolve(given)
+    for name, value in given.items():
+        assert getattr(config, name) == value, name
+
+
+def test_the_datasets_supply_the_papers_defaults():
+    cifar = settings.resolve({"dataset": "cifar100", "model_dir": "x"})
+    assert (cifar.epochs, cifar.batch_size, cifar.lr, cifar.optimizer) == (
+        200,
+        64,
+        0.1,
+        "sgd",
+    )
+    assert cifar.lr_milestones == (60, 120, 180) and cifar.weight_decay == 5e-4
+    market = settings.resolve({"dataset": "market1501", "model_dir": "x"})
+    assert (market.optimizer, market.lr, market.beta1, market.batch_size) == (
+        "adam",
+        2e-4,
+        0.5,
+        16,
+    )
+    assert market.label_smoothing == 0.1 and market.peers == ("reid_mobilenet",) * 2
+
+
+def test_invalid_settings_are_all_named():
+    with pytest.raises(ValueError) as error:
+        settings.resolve(
+            {"model_dir": "x", "lr": -1.0, "peers": ("resnet32", "vgg"), "update": "x"}
+        )
+    message = str(error.value)
+    assert "--lr must be > 0" in message
+    assert "unknown peer 'vgg'" in message
+    assert "--update must be one of simultaneous, sequential" in message
+
+
+def test_settings_round_trip_through_config_json(tmp_path):
+    config = settings.resolve(
+        {"dataset": "folder", "model_dir": str(tmp_path), "image_size": (48, 40)}
+    )
+    (tmp_path / "config.json").write_text(json.dumps(config.asdict()))
+    stored = stored_settings(str(tmp_path))
+    assert settings.RunConfig(stored) == settings.RunConfig(config.asdict())
+    assert settings.resolve(stored) == config
+
+
+def test_resume_refusal_names_the_changed_setting(tmp_path):
+    config = settings.resolve(
+        {"dataset": "digits", "model_dir": str(tmp_path), "seed": 1}
+    )
+    (tmp_path / "config.json").write_text(json.dumps(config.asdict()))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch-0001.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"--temperature: stored 1\.0, given 4\.0"):
+        check_resume(config.replace(temperature=4.0))
+    # Resumable settings may change.
+    assert check_resume(config.replace(epochs=99, verbose=0)).epochs == 99
+
+
+# ------------------------------------------------------------------ datasets
+
+
+def _images_folder(root, counts, size=(20, 24)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in counts.items():
+        for name in ("cat", "dog"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(
+                    folder / f"{i}.{'png' if i % 2 else 'jpg'}"
+                )
+    return root
+
+
+def _smoke(tmp_path, **given):
+    config = settings.resolve(
+        {"model_dir": str(tmp_path / "run"), "seed": 0, "verbose": 0, **given}
+    )
+    return run(config)
+
+
+@pytest.mark.slow
+def test_folder_dataset_trains_and_resumes_exactly(tmp_path):
+    root = _images_folder(tmp_path / "images", {"train": 8, "test": 3})
+    given = dict(
+        dataset="folder",
+        data_dir=str(root),
+        peers=("resnet8", "resnet8"),
+        image_size=(16, 16),
+        batch_size=4,
+        epochs=2,
+        deterministic=True,
+        export=False,
+    )
+    results = _smoke(tmp_path, **given)
+    assert set(results["top1"]) == {"peer0", "peer1", "ensemble"}
+    assert results["epochs_completed"] == 2
+    # One epoch, then the second as a resumed run: the same weights.
+    resumed = _smoke(tmp_path / "b", **{**given, "epochs": 1})
+    resumed = _smoke(tmp_path / "b", **given)
+    np.testing.assert_allclose(
+        [r["loss"] for r in resumed["history"]],
+        [r["loss"] for r in results["history"]],
+        rtol=1e-6,
+    )
+
+
+def test_folder_errors_name_the_path(tmp_path):
+    root = _images_folder(tmp_path / "images", {"train": 2, "test": 1})
+    (root / "test" / "dog" / "0.jpg").unlink()
+    (root / "test" / "dog").rename(root / "test" / "wolf")
+    with pytest.raises(ValueError, match=rf"{root / 'test'}: the class folders differ"):
+        _smoke(tmp_path, dataset="folder", data_dir=str(root), batch_size=2)
+    assert not (tmp_path / "run").exists()  # Nothing written.
+    empty = tmp_path / "empty"
+    for split in ("train", "test"):
+        (empty / split / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match=f"no train images in {empty / 'train'}"):
+        _smoke(tmp_path, dataset="folder", data_dir=str(empty), batch_size=2)
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_is_named(tmp_path):
+    import tensorflow as tf
+
+    root = _images_folder(tmp_path / "images", {"train": 4, "test": 1})
+    bad = root / "train" / "cat" / "2.jpg"
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=f"{bad}: not a complete JPEG"
+    ):
+        _smoke(
+            tmp_path,
+            dataset="folder",
+            data_dir=str(root),
+            batch_size=4,
+            epochs=1,
+            peers=("resnet8", "resnet8"),
+            image_size=(16, 16),
+        )
+
+
+@pytest.mark.parametrize("kind", ["binary", "python"])
+def test_cifar10_reads_both_official_formats(tmp_path, kind):
+    images, labels, _ = cifar_arrays(25, seed=3)
+    labels = labels % 10
+    test_images, test_labels, _ = cifar_arrays(5, seed=4)
+    path = write_cifar10_archive(
+        tmp_path, kind, (images, labels), (test_images, test_labels % 10)
+    )
+    read_images, read_labels = cifar10.read_cifar10(path, "train")
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+    read_images, _ = cifar10.read_cifar10(path, "test")
+    np.testing.assert_array_equal(read_images, test_images)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["cifar10", "digits"])
+def test_smoke_runs(tmp_path, dataset):
+    given = {"dataset": dataset, "smoke_test": True, "export": False}
+    if dataset == "cifar10":
+        images, labels, _ = cifar_arrays(40, seed=3)
+        given["data_dir"] = write_cifar10_archive(
+            tmp_path, "python", (images, labels % 10), (images[:20], labels[:20] % 10)
+        )
+        given["peers"] = ("resnet8", "resnet8")
+    results = _smoke(tmp_path, **given)
+    assert results["dataset"] == dataset and results["epochs_completed"] == 2
+    assert (tmp_path / "run" / "curves.png").is_file()
+
+
+# ---------------------------------------------------------- the run folder
+
+
+def test_a_batch_larger_than_the_data_writes_nothing(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"--batch_size=400 is larger than the training set"
+    ):
+        _smoke(tmp_path, dataset="digits", batch_size=400)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_run_folder_is_refused_at_once(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with RunLock(str(folder)):
+        started = time.perf_counter()
+        result = _script("--dataset=digits", f"--model_dir={folder}", "--epochs=1")
+        assert result.returncode == 1
+        assert (
+            f"{folder} is in use by another run (process {os.getpid()}" in result.stderr
+        )
+        assert time.perf_counter() - started < 60
+    assert not (folder / "config.json").exists()
+
+
+def test_a_killed_process_leaves_no_stuck_lock(tmp_path):
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from keras_dml.training.lock import RunLock;"
+        "lock = RunLock(sys.argv[2]).acquire();"
+        "print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, REPO, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunFolderInUse, match=f"process {holder.pid}"):
+        RunLock(str(tmp_path)).acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    RunLock(str(tmp_path)).acquire().release()
