@@ -67,7 +67,8 @@ _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def _activation_name(layer):
-    """ "softmax" / "sigmoid" when `layer` ends in that activation, else None."""
+    """The name of `layer`'s activation if it gives probabilities ("softmax",
+    "sigmoid"), else None."""
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
     activation = getattr(layer, "activation", None)
@@ -79,7 +80,7 @@ def keras_tensor_producer(tensor):
     """The layer that produced a symbolic (Keras) tensor, or None.
 
     Keras keeps it in the private `_keras_history`; this is the one place
-    that reads it (`tests/test_mutual_learning.py` fails if a release
+    that reads it (`tests/test_keras_conventions.py` fails if a release
     renames it).
     """
     history = getattr(tensor, "_keras_history", None)

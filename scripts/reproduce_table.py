@@ -26,52 +26,33 @@ from keras_dml.training.reproduce import PAIRS, parse_pairs, reproduce_table  # 
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("pairs", list(PAIRS), "Peer pairs, each 'net1+net2'.")
-flags.DEFINE_string(
-    "data_dir", None, "CIFAR-100 archive or folder (else TFDS, online)."
-)
-flags.DEFINE_string("model_dir", None, "Where every run and table.md go.")
-flags.DEFINE_integer("epochs", 200, "Epochs per run.")
-flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_integer("seed", None, "Seed of every run.")
-flags.DEFINE_bool("smoke_test", False, "Tiny data, 2 steps per epoch, 2 epochs.")
-flags.DEFINE_string("strategy", "auto", "tf.distribute strategy (see train_cifar.py).")
-flags.DEFINE_bool(
-    "mixed_precision", False, "mixed_float16 on GPUs, mixed_bfloat16 on CPUs."
-)
-flags.DEFINE_integer("verbose", 2, "Keras verbosity.")
-flags.mark_flag_as_required("model_dir")
+# Every setting of train.py applies to every run of the table, but those the
+# table itself sets per run.
+PER_RUN = ("peers", "independent", "compare_dir", "dataset")
+DEFAULTS = {"dataset": "cifar100", "verbose": 2}
 
 
 def main(argv):
     del argv  # Unused.
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    # Under --smoke_test, sizes not given come from the smoke-test defaults.
-    sizes = {
-        name: FLAGS[name].value
-        for name in ("epochs", "batch_size")
-        if FLAGS[name].present or not FLAGS.smoke_test
-    }
-    given = {
-        "dataset": "cifar100",
-        "model_dir": FLAGS.model_dir,
-        "data_dir": FLAGS.data_dir,
-        "seed": FLAGS.seed,
-        "smoke_test": FLAGS.smoke_test,
-        "strategy": FLAGS.strategy,
-        "mixed_precision": FLAGS.mixed_precision,
-        "verbose": FLAGS.verbose,
-        **sizes,
-    }
+    given = settings.given_settings(FLAGS, DEFAULTS)
+    chosen = [f"--{name}" for name in PER_RUN if FLAGS[name].present]
+    if chosen:
+        raise ValueError(
+            f"{', '.join(chosen)}: set per run by reproduce_table.py (use --pairs)."
+        )
     pairs = parse_pairs(FLAGS.pairs)
     # Every pair's settings are checked before the first run starts.
     base = settings.resolve({**given, "peers": pairs[0]})
     for pair in pairs[1:]:
         settings.resolve({**given, "peers": pair})
-    table = reproduce_table(pairs, base, FLAGS.model_dir)
+    table = reproduce_table(pairs, base, base.model_dir)
     print(table)
-    print(f"\nWritten to {os.path.join(FLAGS.model_dir, 'table.md')}")
+    print(f"\nWritten to {os.path.join(base.model_dir, 'table.md')}")
 
 
 if __name__ == "__main__":
+    settings.define_flags(FLAGS, DEFAULTS)
+    __doc__ += "\n" + settings.help_text(DEFAULTS) + "\n"  # What --help shows.
     _cli.run(main)

@@ -133,6 +133,7 @@ def prepared_run(config):
         chief, a private temporary folder on other workers) and the
         `LoadedData`.
     """
+    settings.validate(config)
     problem = datasets.data_dir_problem(config)
     if problem:
         raise ValueError(problem)
