@@ -82,23 +82,31 @@ def test_two_workers_match_one_process_and_resume(tmp_path):
 
 
 def _run_workers(tmp_path, epochs):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    run_workers(
+        lambda index: [
+            sys.executable,
+            JOB,
+            str(tmp_path / f"worker{index}.npz"),
+            str(tmp_path / "checkpoints"),
+            epochs,
+        ]
+    )
+
+
+def run_workers(command, count=2):
+    """Runs `command(index)` as `count` workers of one cluster on 127.0.0.1
+    and waits for all; each must succeed."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(count)]
     processes = []
     try:
-        for index in range(2):
+        for index in range(count):
             config = {
                 "cluster": {"worker": workers},
                 "task": {"type": "worker", "index": index},
             }
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        JOB,
-                        str(tmp_path / f"worker{index}.npz"),
-                        str(tmp_path / "checkpoints"),
-                        epochs,
-                    ],
+                    command(index),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,

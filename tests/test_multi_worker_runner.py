@@ -13,18 +13,13 @@ import keras
 import numpy as np
 import pytest
 from data_fixtures import cifar_arrays, write_cifar_archive, write_market_tree
-from test_multi_worker import _free_ports
+from test_multi_worker import _env, run_workers
 
 import keras_dml  # noqa: F401  (registers the saved classes)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "train.py")
 TIMEOUT = 600
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def _flags(tmp_path, dataset):
@@ -99,28 +94,4 @@ def test_two_workers_match_one_process_and_resume(tmp_path, dataset):
 
 
 def _run_workers(flags, epochs):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    try:
-        for index in range(2):
-            config = {
-                "cluster": {"worker": workers},
-                "task": {"type": "worker", "index": index},
-            }
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, SCRIPT, *flags, f"--epochs={epochs}"],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=_env(TF_CONFIG=json.dumps(config)),
-                )
-            )
-        outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    for process, (_, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-3000:]
+    run_workers(lambda index: [sys.executable, SCRIPT, *flags, f"--epochs={epochs}"])
