@@ -115,7 +115,10 @@ def _output_sizes(peers, shape):
     outputs of an empty batch."""
     logits, embedding_size = None, 0
     for peer in peers:
-        output = peer.compute_output_spec(keras.KerasTensor((1, *shape)))
+        try:
+            output = peer.compute_output_spec(keras.KerasTensor((1, *shape)))
+        except Exception:  # A peer that cannot tell without running.
+            output = peer(tf.zeros((1, *shape)), training=False)
         logits, _ = split_peer_output(output, peer.name)
         embedding = output.get("embedding") if isinstance(output, dict) else None
         if embedding is None:
