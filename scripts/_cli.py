@@ -44,6 +44,8 @@ def quiet_tensorflow(argv=None):
     environment sets another level or `--verbosity` is given.
     """
     argv = sys.argv if argv is None else argv
+    if "tensorflow" in sys.modules:
+        return  # Already loaded (a thin alias imported the script it runs).
     if _verbosity_requested(argv):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return

@@ -189,7 +189,6 @@ def _load_folder(config):
 
     def make_train(seed, epochs, initial_epoch, input_context=None):
         return folders.image_folder_dataset(
-            "train",
             paths=train.paths,
             labels=train.labels,
             image_size=size,
@@ -206,7 +205,6 @@ def _load_folder(config):
         )
 
     validation = folders.image_folder_dataset(
-        "test",
         paths=test.paths,
         labels=test.labels,
         image_size=size,

@@ -126,7 +126,6 @@ def _assert_done(op):
 
 
 def image_folder_dataset(
-    split,
     *,
     paths,
     labels,
@@ -148,7 +147,6 @@ def image_folder_dataset(
     `keras_dml.data.array_dataset`; see it for `epochs`, `initial_epoch` and
     `input_context`.
     """
-    del split  # Named by the caller's error messages only.
     image_size = tuple(int(s) for s in image_size)
     seed = resolve_seed(seed, input_context)
     path_table = tf.constant(list(paths))

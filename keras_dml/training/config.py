@@ -301,7 +301,6 @@ GROUPS = (
     "devices",
     "reporting",
 )
-RESUMABLE = tuple(s.name for s in SETTINGS if s.resumable)
 
 
 class RunConfig:
@@ -343,10 +342,6 @@ class RunConfig:
 
     def replace(self, **changes):
         return RunConfig({**self._values, **changes})
-
-    @property
-    def image_shape(self):
-        return tuple(self.image_size) if self.image_size else None
 
 
 def _as_tuple(value):
@@ -426,14 +421,19 @@ def validate(config):
         value = getattr(config, name)
         if value is None or not (value > 0 and math.isfinite(value)):
             problems.append(f"--{name} must be > 0. Received: {value}")
-    for name in ("momentum", "weight_decay", "kl_weight", "dropout"):
+    for name in ("momentum", "weight_decay", "kl_weight"):
         value = getattr(config, name)
         if not (value >= 0 and math.isfinite(value)):
             problems.append(f"--{name} must be >= 0. Received: {value}")
-    for name in ("beta1", "beta2", "label_smoothing", "random_erasing", "dropout"):
+    for name in ("beta1", "beta2", "label_smoothing", "dropout"):
         value = getattr(config, name)
-        if not 0 <= value < 1 and not (name == "random_erasing" and value == 1):
+        if not 0 <= value < 1:
             problems.append(f"--{name} must be in [0, 1). Received: {value}")
+    if not 0 <= config.random_erasing <= 1:
+        problems.append(
+            f"--random_erasing is a probability in [0, 1]. "
+            f"Received: {config.random_erasing}"
+        )
     milestones = list(config.lr_milestones or ())
     if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
         problems.append(
