@@ -180,16 +180,21 @@ def bf16_row(x, y):
 
 
 def quickstart_accuracy(policy):
-    from keras_dml.training.quickstart import QuickstartRun, run_quickstart
+    from keras_dml.training import config as settings
+    from keras_dml.training.quickstart import run_quickstart
 
     with tempfile.TemporaryDirectory() as directory:
+        base = settings.resolve(
+            {
+                "dataset": "digits",
+                "model_dir": directory,
+                "mixed_precision": policy == "mixed_bfloat16",
+                "verbose": 0,
+                "export": False,
+            }
+        )
         results = run_quickstart(
-            QuickstartRun(
-                output_dir=directory,
-                seeds=FLAGS.quickstart_seeds,
-                mixed_precision=policy == "mixed_bfloat16",
-            ),
-            print_fn=lambda *_: None,
+            base, FLAGS.quickstart_seeds, directory, print_fn=lambda *_: None
         )
     keras.mixed_precision.set_global_policy("float32")
     return {

@@ -98,6 +98,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.log = log
         self.history = []
         self._epoch_start = None
+        self._train_seconds = None
         os.makedirs(directory, exist_ok=True)
 
     @property
@@ -178,6 +179,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        # Validation starts: the epoch's training steps are done.
+        if self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_start
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -185,6 +192,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             logs
         ):
             return  # Keep the last good checkpoint.
+        now = time.perf_counter()
         name = f"epoch-{epoch + 1:04d}.keras"
         path = os.path.join(self.directory, name)
         with writing(self.directory, self._intact_note):
@@ -193,6 +201,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 "epoch": epoch + 1,
                 **{k: float(v) for k, v in logs.items() if is_number(v)},
                 "epoch_seconds": time.perf_counter() - self._epoch_start,
+                # Training steps only: no validation, no checkpoint.
+                "train_steps_seconds": self._train_seconds or now - self._epoch_start,
             }
             history = [h for h in self.history if h["epoch"] <= epoch] + [row]
             state = {"epoch": epoch + 1, "weights": name, "history": history}

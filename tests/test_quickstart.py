@@ -1,4 +1,5 @@
-"""scripts/quickstart.py in a fast mode, and its table arithmetic."""
+"""scripts/quickstart.py: the runner over seeds on the digits, and the
+paired-comparison table."""
 
 import json
 import os
@@ -8,7 +9,9 @@ import sys
 
 import pytest
 
-from keras_dml.training.quickstart import format_table, load_digits_split
+from keras_dml.data.digits import load_digits_split
+from keras_dml.training import compare
+from keras_dml.training import config as settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,30 +28,78 @@ def test_table_has_means_stds_and_paired_differences():
         "independent": [{"a": 0.90, "ensemble": 0.92}, {"a": 0.80, "ensemble": 0.84}],
         "DML": [{"a": 0.91, "ensemble": 0.93}, {"a": 0.83, "ensemble": 0.84}],
     }
-    table = format_table(scores, ["a", "ensemble"], seeds=2)
+    table = compare.format_table(scores, seeds=2)
     lines = table.splitlines()
-    assert lines[0] == "| configuration | a | ensemble |"
+    assert lines[0] == "| variant | a | ensemble |"
     assert lines[2] == "| independent | 85.00 ± 7.07 | 88.00 ± 5.66 |"
     assert lines[3] == "| DML | 87.00 ± 5.66 | 88.50 ± 6.36 |"
     # Paired: +1 and +3 points for "a", +1 and 0 for the ensemble.
     assert lines[4] == "| DML - independent | +2.00 ± 1.41 | +0.50 ± 0.71 |"
 
 
-@pytest.mark.slow
-def test_quickstart_fast_mode(tmp_path):
-    result = subprocess.run(
+def test_table_with_step_times_and_several_variants():
+    scores = {
+        "independent": [{"a": 0.5}],
+        "x": [{"a": 0.75}],
+        "y": [{"a": 0.25}],
+    }
+    lines = compare.format_table(
+        scores, seeds=1, step_seconds={"independent": 0.1, "x": 0.15, "y": 0.1}
+    ).splitlines()
+    assert lines[0] == "| variant | a | step time |"
+    assert lines[3] == "| x | 75.00 ± 0.00 | 1.50x |"
+    assert lines[5] == "| x - independent | +25.00 ± 0.00 |  |"
+    assert lines[6] == "| y - independent | -25.00 ± 0.00 |  |"
+
+
+def test_average_history_is_the_mean_over_seeds():
+    histories = [
         [
-            sys.executable,
-            os.path.join(REPO, "scripts", "quickstart.py"),
-            f"--output_dir={tmp_path}",
-            "--seeds=1",
-            "--epochs=3",
+            {"epoch": 1, "val_peer0_accuracy": 0.5},
+            {"epoch": 2, "val_peer0_accuracy": 0.7},
         ],
+        [
+            {"epoch": 1, "val_peer0_accuracy": 0.3},
+            {"epoch": 2, "val_peer0_accuracy": 0.9},
+        ],
+    ]
+    assert compare.average_history(histories) == [
+        {"epoch": 1, "val_peer0_accuracy": 0.4},
+        {"epoch": 2, "val_peer0_accuracy": 0.8},
+    ]
+
+
+def test_variants_are_checked_before_any_run(tmp_path):
+    base = settings.resolve({"dataset": "digits", "model_dir": str(tmp_path)})
+    with pytest.raises(ValueError, match="--kl_weight must be >= 0"):
+        compare.check_variants(base, [("a", {}), ("b", {"kl_weight": -1.0})])
+    with pytest.raises(ValueError, match="evaluated by ranking"):
+        compare.check_variants(base.replace(dataset="market1501"), [("a", {})])
+    assert not os.listdir(tmp_path)
+
+
+def test_train_size_is_a_digits_setting():
+    assert settings.resolve({"dataset": "digits", "model_dir": "x"}).train_size == 300
+    with pytest.raises(ValueError, match="--train_size must be in 10..1000"):
+        settings.resolve({"dataset": "digits", "model_dir": "x", "train_size": 5})
+    with pytest.raises(ValueError, match="--train_size applies to --dataset=digits"):
+        settings.resolve({"dataset": "cifar10", "model_dir": "x", "train_size": 50})
+
+
+def _quickstart(*flags):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "quickstart.py"), *flags],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+
+
+@pytest.mark.slow
+def test_quickstart_fast_mode_and_resume(tmp_path):
+    flags = [f"--output_dir={tmp_path}", "--seeds=2", "--epochs=2", "--train_size=100"]
+    result = _quickstart(*flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| DML - independent |" in result.stdout
     table = (tmp_path / "table.md").read_text()
@@ -62,13 +113,33 @@ def test_quickstart_fast_mode(tmp_path):
         for cell in row.strip("|").split("|")[1:]:
             mean = float(re.match(r"\s*([\d.]+) ± ", cell).group(1))
             assert 0.0 <= mean <= 100.0
-    assert (tmp_path / "quickstart.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(os.listdir(tmp_path / "export")) == [
+    assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    # Each run is an ordinary run folder; only seed 0's DML run exports.
+    assert sorted(os.listdir(tmp_path / "seed0" / "dml" / "export")) == [
         "cnn_small",
         "cnn_wide",
         "ensemble",
         "models.config",
     ]
+    for run in ("seed0/independent", "seed1/dml", "seed1/independent"):
+        assert not (tmp_path / run / "export").exists()
+        stored = json.loads((tmp_path / run / "config.json").read_text())
+        assert stored["dataset"] == "digits" and stored["train_size"] == 100
+    # Same seed, same initial weights and batches: the runs differ by kl_weight only.
+    independent = json.loads((tmp_path / "seed1/independent/config.json").read_text())
+    assert independent["seed"] == 1 and independent["independent"] is True
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["train_images"] == 300 and results["test_images"] == 1497
-    assert len(results["scores"]["DML"]) == 1
+    assert len(results["scores"]["DML"]) == 2
+    assert results["config"]["train_size"] == 100
+
+    # Re-running the same command resumes: every run is complete, none retrains.
+    again = _quickstart(*flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "table.md").read_text() == table
+
+
+def test_quickstart_refuses_per_run_settings(tmp_path):
+    result = _quickstart(f"--output_dir={tmp_path}", "--seed=3")
+    assert result.returncode == 1
+    assert "--seed: set per run by quickstart.py" in result.stderr
+    assert not os.listdir(tmp_path)

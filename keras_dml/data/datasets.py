@@ -89,7 +89,9 @@ def _top1(validation):
     return evaluate
 
 
-def _array_data(config, train, test, mean, std, *, num_classes, augment, padding=4):
+def _array_data(
+    config, train, test, mean, std, *, num_classes, augment, padding=4, flip=True
+):
     """LoadedData over uint8 image arrays (CIFAR, digits)."""
     (train_images, train_labels), (test_images, test_labels) = train, test
 
@@ -102,6 +104,7 @@ def _array_data(config, train, test, mean, std, *, num_classes, augment, padding
             std=std,
             augment=augment,
             padding=padding,
+            flip=flip,
             shuffle=True,
             seed=seed,
             drop_remainder=True,
@@ -161,14 +164,25 @@ def _cifar(read, num_classes, mean, std):
 def _load_digits(config):
     from keras_dml.data.digits import load_digits_split
 
-    train, test = load_digits_split(300)
+    train, test = load_digits_split(config.train_size)
     if config.smoke_test:
         train = tuple(a[: 2 * config.batch_size] for a in train)
         test = tuple(a[: config.batch_size] for a in test)
     pixels = train[0].astype(np.float32) / 255.0
     # One channel: its own statistics, as the quickstart measured them.
     mean, std = (float(pixels.mean()),), (float(pixels.std()),)
-    return _array_data(config, train, test, mean, std, num_classes=10, augment=False)
+    # A 1-pixel shift, no flip: mirrored digits are other shapes.
+    return _array_data(
+        config,
+        train,
+        test,
+        mean,
+        std,
+        num_classes=10,
+        augment=True,
+        padding=1,
+        flip=False,
+    )
 
 
 def _load_folder(config):
@@ -355,6 +369,7 @@ REGISTRY = {
             "batch_size": 32,
             "optimizer": "adam",
             "lr": 2e-3,
+            "train_size": 300,
         },
         _SMALL,
         _load_digits,

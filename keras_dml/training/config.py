@@ -117,6 +117,15 @@ SETTINGS = (
         "data",
     ),
     _s(
+        "train_size",
+        None,
+        "Training images taken from --dataset=digits (a stratified split; the "
+        "rest of its 1,797 images are the test set).",
+        "int",
+        "data",
+        dataset_default=True,
+    ),
+    _s(
         "random_erasing",
         0.0,
         "Probability of Random Erasing (Zhong et al.) per training image (re-ID).",
@@ -413,6 +422,17 @@ def validate(config):
     for name in ("epochs", "batch_size"):
         if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
             problems.append(f"--{name} must be >= 1. Received: {getattr(config, name)}")
+    if config.dataset == "digits":
+        if not (isinstance(config.train_size, int) and 10 <= config.train_size <= 1000):
+            problems.append(
+                "--train_size must be in 10..1000 (the rest of the 1,797 digits "
+                f"are the test set). Received: {config.train_size}"
+            )
+    elif config.train_size is not None:
+        problems.append(
+            f"--train_size applies to --dataset=digits only (received "
+            f"--dataset={config.dataset}); use --steps_per_epoch to shorten epochs."
+        )
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
         problems.append(
             f"--steps_per_epoch must be >= 1. Received: {config.steps_per_epoch}"

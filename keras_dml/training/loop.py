@@ -74,8 +74,9 @@ def fit_with_checkpoints(
                 stop,
                 checkpoint,
                 keras.callbacks.TensorBoard(os.path.join(write_to, "tensorboard")),
-                EpochSummary(epochs),
-            ],
+            ]
+            # verbose=0 is silent, as in Keras.
+            + ([EpochSummary(epochs)] if verbose else []),
             verbose=verbose,
             shuffle=False,  # The datasets shuffle themselves, per (seed, epoch).
         )

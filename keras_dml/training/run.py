@@ -282,7 +282,7 @@ def run_label(config):
     return "independent" if config.independent or config.kl_weight == 0 else "DML"
 
 
-def _reports(config, write_to, model, history, evaluation, started, strategy):
+def _reports(config, write_to, model, history, evaluation, started, strategy, steps):
     names = [peer.name for peer in model.peers]
     results = {
         **evaluation,
@@ -290,6 +290,7 @@ def _reports(config, write_to, model, history, evaluation, started, strategy):
         "peer_names": names,
         "run": run_label(config),
         "epochs_completed": history[-1]["epoch"] if history else 0,
+        "steps_per_epoch": steps,
         "train_seconds": sum(row.get("epoch_seconds", 0.0) for row in history),
         "wall_time_seconds": time.time() - started,
         "flags": config.asdict(),
@@ -377,5 +378,5 @@ def run(config):
                     overwrite=True,
                 )
             return _reports(
-                config, write_to, model, history, evaluation, started, strategy
+                config, write_to, model, history, evaluation, started, strategy, steps
             )

@@ -1,0 +1,233 @@
+"""Paired comparisons over seeds: the same run under several settings.
+
+For every seed, each variant (e.g. independent and DML) is one ordinary run
+of `keras_dml.training.run.run` in `<output_dir>/seed<s>/<variant>/`, started
+from the same seed: the same initial weights and the same batches, so the
+per-seed difference between two variants is the effect of the settings that
+differ, not of the draw. Every run is resumable on its own; re-running the
+same command after an interruption finishes what is missing.
+
+The quickstart (independent vs DML on the digits) is this with two variants.
+"""
+
+import os
+import statistics
+import time
+
+import keras
+
+from keras_dml import files
+from keras_dml.data import datasets
+from keras_dml.training import reports
+from keras_dml.training.run import run
+
+# One line style per variant in the averaged-curves plot.
+LINE_STYLES = ("--", "-", ":", "-.", (0, (1, 1)), (0, (5, 1)), (0, (3, 1, 1, 1)))
+
+
+def run_folder(output_dir, seed, label):
+    return os.path.join(output_dir, f"seed{seed}", label.lower().replace(" ", "_"))
+
+
+def check_variants(base, variants):
+    """Raises ValueError before any run when a variant's settings are invalid
+    or the dataset has no top-1 to compare."""
+    if datasets.get(base.dataset).task != "classification":
+        raise ValueError(
+            f"--dataset={base.dataset} is evaluated by ranking, not top-1: compare "
+            "its runs with scripts/train.py and their reid_results.json."
+        )
+    labels = [label for label, _ in variants]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Variant labels must differ. Received: {labels}")
+    from keras_dml.training import config as settings
+
+    for _, changes in variants:
+        settings.validate(base.replace(**changes))
+
+
+def run_variants(base, variants, seeds, output_dir, print_fn=print):
+    """Runs every variant for seeds 0..seeds-1.
+
+    Args:
+        base: the `RunConfig` every run starts from (its `model_dir` and
+            `seed` are replaced per run).
+        variants: `[(label, {setting: value}), ...]`; the first is the
+            baseline the others are compared with.
+        seeds: how many seeds.
+        output_dir: the parent of every run's folder.
+        Only seed 0's runs export their peers (when their settings say so):
+        the other seeds' are the same models from other draws.
+
+    Returns:
+        `{label: [results of seed 0, seed 1, ...]}`, each the dict `run`
+        returns.
+    """
+    check_variants(base, variants)
+    results = {label: [] for label, _ in variants}
+    for seed in range(seeds):
+        for label, changes in variants:
+            keras.backend.clear_session()  # Same layer names in every run.
+            config = base.replace(**changes)
+            config = config.replace(
+                seed=seed,
+                model_dir=run_folder(output_dir, seed, label),
+                export=config.export and seed == 0,
+            )
+            outcome = run(config)
+            results[label].append(outcome)
+            print_fn(
+                f"seed {seed} {label:>12}: "
+                + ", ".join(
+                    f"{name} {100 * value:.2f}%"
+                    for name, value in named_scores(outcome).items()
+                )
+            )
+    return results
+
+
+def named_scores(results):
+    """`{peer name or "ensemble": top-1}` of one run's results."""
+    names = results["peer_names"]
+    return {
+        (names[int(key[4:])] if key.startswith("peer") else key): value
+        for key, value in results["top1"].items()
+    }
+
+
+def _mean_std(values):
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def format_table(scores, seeds, step_seconds=None):
+    """A markdown table of mean ± std test accuracy (%) per variant, then the
+    paired per-seed difference of each variant from the first.
+
+    Args:
+        scores: `{label: [{column: top-1 in [0, 1]} per seed]}`, the first
+            label the baseline; every dict has the same columns.
+        step_seconds: optional `{label: mean training step seconds}`; adds a
+            column of each variant's step time relative to the baseline's.
+    """
+    labels = list(scores)
+    baseline = labels[0]
+    columns = list(scores[baseline][0])
+    timed = step_seconds is not None
+    header = (
+        "| variant | " + " | ".join(columns) + (" | step time |" if timed else " |")
+    )
+    lines = [header, "| --- |" + " ---: |" * (len(columns) + timed)]
+
+    def row(label, cells, time_cell=""):
+        return (
+            f"| {label} | "
+            + " | ".join(cells)
+            + (f" | {time_cell} |" if timed else " |")
+        )
+
+    for label in labels:
+        cells = []
+        for column in columns:
+            mean, std = _mean_std([100 * s[column] for s in scores[label]])
+            cells.append(f"{mean:.2f} ± {std:.2f}")
+        relative = (
+            f"{step_seconds[label] / step_seconds[baseline]:.2f}x" if timed else ""
+        )
+        lines.append(row(label, cells, relative))
+    for label in labels[1:]:
+        cells = []
+        for column in columns:
+            differences = [
+                100 * (ours[column] - theirs[column])
+                for ours, theirs in zip(scores[label], scores[baseline])
+            ]
+            mean, std = _mean_std(differences)
+            cells.append(f"{mean:+.2f} ± {std:.2f}")
+        lines.append(row(f"{label} - {baseline}", cells))
+    lines.append("")
+    lines.append(
+        f"Test top-1 (%), mean ± std over {seeds} seed(s); each difference is "
+        "paired per seed (same initial weights and batches)."
+        + (
+            " Step time: mean training step, relative to the first row."
+            if timed
+            else ""
+        )
+    )
+    return "\n".join(lines)
+
+
+def average_history(histories):
+    """The per-epoch mean over seeds of every logged number."""
+    keys = [k for k in histories[0][0] if k != "epoch"]
+    return [
+        {
+            "epoch": rows[0]["epoch"],
+            **{k: statistics.fmean(r[k] for r in rows if k in r) for k in keys},
+        }
+        for rows in zip(*histories)
+    ]
+
+
+def mean_step_seconds(runs):
+    """Mean seconds per training step over runs (from each epoch's training
+    time, without validation or checkpoints; the first epoch is left out
+    when there are others: it includes tracing)."""
+    per_step = []
+    for outcome in runs:
+        rows = outcome["history"]
+        timed = rows[1:] if len(rows) > 1 else rows
+        steps = outcome["steps_per_epoch"]
+        per_step += [
+            row["train_steps_seconds"] / steps
+            for row in timed
+            if "train_steps_seconds" in row
+        ]
+    return statistics.fmean(per_step) if per_step else float("nan")
+
+
+def write_comparison(output_dir, results, title, step_times=False, started=None):
+    """Writes `table.md`, `comparison.png` (test top-1 per epoch, mean over
+    seeds) and `results.json` into `output_dir`; returns what results.json
+    holds (the table under "table", per-seed top-1 under "scores")."""
+    scores = {
+        label: [named_scores(outcome) for outcome in runs]
+        for label, runs in results.items()
+    }
+    seeds = len(next(iter(scores.values())))
+    step_seconds = (
+        {label: mean_step_seconds(runs) for label, runs in results.items()}
+        if step_times
+        else None
+    )
+    table = format_table(scores, seeds, step_seconds)
+    first = next(iter(results.values()))[0]
+    display = {f"peer{i}": name for i, name in enumerate(first["peer_names"])}
+    curves = [
+        (label, average_history([r["history"] for r in runs]), style)
+        for (label, runs), style in zip(results.items(), LINE_STYLES)
+    ]
+    with files.writing(output_dir):
+        files.atomic_write_text(os.path.join(output_dir, "table.md"), table + "\n")
+        reports.plot_curves(
+            os.path.join(output_dir, "comparison.png"),
+            curves,
+            f"{title}, mean of {seeds} seed(s)",
+            names=display,
+        )
+        summary = {
+            "table": table,
+            "scores": scores,
+            "step_seconds": step_seconds,
+            "runs": {
+                label: [run_folder(output_dir, s, label) for s in range(seeds)]
+                for label in results
+            },
+            "config": first["flags"],
+            "wall_time_seconds": None if started is None else time.time() - started,
+            "versions": reports.versions(),
+        }
+        files.write_json(os.path.join(output_dir, "results.json"), summary)
+    return summary
