@@ -43,6 +43,8 @@ _CONSTRUCTORS = {
 NAMES = tuple(_CONSTRUCTORS)
 # Names of keras_dml 0.1's train_market1501.py, still accepted.
 ALIASES = {"mobilenet": "reid_mobilenet", "resnet50": "reid_resnet50"}
+# The peers that return an embedding beside the logits (re-ID ranking).
+REID_NAMES = tuple(n for n in NAMES if n.startswith("reid_"))
 # The peers for 32x32 CIFAR images.
 CIFAR_NAMES = tuple(
     n for n in NAMES if not n.startswith("reid_") and not n.startswith("cnn_")

@@ -419,6 +419,16 @@ def validate(config):
     if unknown:
         valid = ", ".join(models.NAMES)
         problems.append(f"--peers: unknown peer {unknown[0]!r}. Valid names: {valid}")
+    if config.dataset in datasets.NAMES and datasets.get(config.dataset).task == "reid":
+        not_reid = [
+            p for p in peers if p in models.NAMES and p not in models.REID_NAMES
+        ]
+        if not_reid:
+            problems.append(
+                f"--peers: --dataset={config.dataset} ranks images by the peers' "
+                f"embeddings; {not_reid[0]} has none. Re-ID peers: "
+                f"{', '.join(models.REID_NAMES)}"
+            )
     for name in ("epochs", "batch_size"):
         if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
             problems.append(f"--{name} must be >= 1. Received: {getattr(config, name)}")
