@@ -14,10 +14,9 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_dml.data import augment as augment_ops
-from keras_dml.data.epochs import index_batches, resolve_seed
+from keras_dml.data.epochs import resolve_seed
+from keras_dml.data.image_files import image_batches
 from keras_dml.data.market1501 import check_jpeg
-from keras_dml.data.normalization import normalize
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -156,27 +155,19 @@ def image_folder_dataset(
         path = tf.gather(path_table, index)
         return decode_file(tf.io.read_file(path), path, image_size)
 
-    def load(batch):
-        index = batch["index"]
-        images = tf.map_fn(
-            load_one,
-            index,
-            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.float32),
-        )
-        if augment:
-            images = augment_ops.flip_left_right(images, batch["random"][:, 0] < 0.5)
-        return normalize(images, mean, std), tf.gather(label_table, index)
-
-    indices = index_batches(
-        len(paths),
-        batch_size,
+    return image_batches(
+        count=len(paths),
+        load_one=load_one,
+        targets=label_table,
+        image_size=image_size,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        augment=augment,
         shuffle=shuffle,
         seed=seed,
-        num_random=1 if augment else 0,
         drop_remainder=drop_remainder,
         epochs=epochs,
         initial_epoch=initial_epoch,
         input_context=input_context,
     )
-    dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dml.data import archives
-from keras_dml.data import augment as augment_ops
-from keras_dml.data.epochs import index_batches, resolve_seed
-from keras_dml.data.normalization import check_normalization, normalize
+from keras_dml.data.epochs import resolve_seed
+from keras_dml.data.image_files import image_batches
+from keras_dml.data.normalization import check_normalization
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 SPLIT_FOLDERS = {
@@ -365,42 +365,28 @@ def market1501_dataset(
         }
     )
     targets = {k: tf.constant(v) for k, v in targets.items()}
-    erase = training and augment and random_erasing > 0
-    # The mean pixel in 0..255, the value that normalizes to 0.
-    erase_fill = 255.0 * np.asarray(mean, np.float32)
 
     def load_one(index):
         return decode_image(read(index), tf.gather(filenames, index), image_size)
 
-    def load(batch):
-        index = batch["index"]
-        images = tf.map_fn(
-            load_one,
-            index,
-            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.float32),
-        )
-        if augment:
-            images = augment_ops.flip_left_right(images, batch["random"][:, 0] < 0.5)
-        if erase:
-            images = augment_ops.random_erase(
-                images, batch["random"][:, 1:], random_erasing, erase_fill
-            )
-        images = normalize(images, mean, std)
-        picked = {k: tf.gather(v, index) for k, v in targets.items()}
-        return images, picked["label"] if training else picked
-
-    indices = index_batches(
-        len(names),
-        batch_size,
+    return image_batches(
+        count=len(names),
+        load_one=load_one,
+        targets=targets["label"] if training else targets,
+        image_size=image_size,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        augment=augment,
         shuffle=shuffle,
         seed=seed,
-        # A flip, then the erasing's numbers, drawn even when erasing is off:
-        # turning it on changes no flip.
-        num_random=1 + augment_ops.ERASE_RANDOMS if augment else 0,
         drop_remainder=drop_remainder,
         epochs=epochs,
         initial_epoch=initial_epoch,
         input_context=input_context,
+        random_erasing=random_erasing if training else 0.0,
+        # The mean pixel in 0..255, the value that normalizes to 0.
+        erase_fill=255.0 * np.asarray(mean, np.float32),
+        # Drawn even when erasing is off: turning it on changes no flip.
+        erasing_randoms=True,
     )
-    dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,83 @@
+"""The tail every file-backed image pipeline shares (Market-1501, image
+folders): seeded index batches, images decoded one by one, flips and Random
+Erasing drawn from (seed, epoch, element), normalization, prefetch."""
+
+import tensorflow as tf
+
+from keras_dml.data import augment as augment_ops
+from keras_dml.data.epochs import index_batches
+from keras_dml.data.normalization import normalize
+
+
+def image_batches(
+    *,
+    count,
+    load_one,
+    targets,
+    image_size,
+    batch_size,
+    mean,
+    std,
+    augment,
+    shuffle,
+    seed,
+    drop_remainder,
+    epochs,
+    initial_epoch,
+    input_context,
+    random_erasing=0.0,
+    erase_fill=0.0,
+    erasing_randoms=False,
+):
+    """Batches `(normalized float32 images, targets)` of `count` images.
+
+    Args:
+        count: how many images the split has.
+        load_one: `index -> float32 [height, width, 3]` in 0..255.
+        targets: a tensor (or nest of tensors) with one entry per image;
+            each batch carries the entries at its indices.
+        image_size: `(height, width)` `load_one` returns.
+        augment: random horizontal flips (and Random Erasing, if
+            `random_erasing` > 0).
+        random_erasing: the probability of erasing a rectangle of an image,
+            filled with `erase_fill` (0..255 per channel).
+        erasing_randoms: draw the erasing's numbers even when
+            `random_erasing` is 0, so that turning it on changes no flip.
+        mean, std, shuffle, seed, drop_remainder, epochs, initial_epoch,
+        input_context: as in `keras_dml.data.array_dataset`; `seed` already
+            resolved.
+    """
+    erase = augment and random_erasing > 0
+    num_random = 0
+    if augment:
+        num_random = 1 + (augment_ops.ERASE_RANDOMS if erasing_randoms or erase else 0)
+
+    def load(batch):
+        index = batch["index"]
+        images = tf.map_fn(
+            load_one,
+            index,
+            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.float32),
+        )
+        if augment:
+            images = augment_ops.flip_left_right(images, batch["random"][:, 0] < 0.5)
+        if erase:
+            images = augment_ops.random_erase(
+                images, batch["random"][:, 1:], random_erasing, erase_fill
+            )
+        picked = tf.nest.map_structure(lambda t: tf.gather(t, index), targets)
+        return normalize(images, mean, std), picked
+
+    indices = index_batches(
+        count,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        num_random=num_random,
+        drop_remainder=drop_remainder,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        input_context=input_context,
+    )
+    dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
