@@ -47,6 +47,12 @@ flags.DEFINE_integer(
     "memory_steps", 0, "Internal: measure memory of this many steps and exit."
 )
 flags.DEFINE_integer("memory_peers", 0, "Internal: peers for --memory_steps.")
+flags.DEFINE_bool(
+    "smoke",
+    False,
+    "Tiny settings (ResNet-8, batch 8, one repeat, K = 2): checks that the "
+    "script runs, as the test suite does; the numbers mean nothing.",
+)
 flags.DEFINE_list(
     "parts",
     ["overhead", "sequential", "bf16", "memory", "labels"],
@@ -54,6 +60,15 @@ flags.DEFINE_list(
 )
 
 BATCH = 64
+PEER = keras_dml.models.resnet32
+COHORT_SIZES = {"overhead": (2, 3, 4), "sequential": (2, 3), "memory": (1, 2, 4)}
+
+
+def _smoke_settings():
+    global BATCH, PEER
+    BATCH, PEER = 8, keras_dml.models.resnet8
+    COHORT_SIZES.update(overhead=(2,), sequential=(2,), memory=(1, 2))
+    FLAGS.repeats, FLAGS.steps, FLAGS.quickstart_seeds = 1, 1, 0
 
 
 def _batch():
@@ -67,7 +82,7 @@ def _optimizer():
 
 
 def cohort(k, update="simultaneous"):
-    peers = [keras_dml.models.resnet32(num_classes=100) for _ in range(k)]
+    peers = [PEER(num_classes=100) for _ in range(k)]
     model = keras_dml.MutualLearningModel(peers, update=update)
     model.compile(_optimizer())
     return model
@@ -76,7 +91,7 @@ def cohort(k, update="simultaneous"):
 def alone(k):
     models = []
     for _ in range(k):
-        model = keras_dml.models.resnet32(num_classes=100)
+        model = PEER(num_classes=100)
         model.compile(
             _optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         )
@@ -128,11 +143,9 @@ def matmul_rate():
 
 def overhead_rows(x, y):
     rows = []
-    resnet_flops = forward_flops(
-        keras_dml.models.resnet32(num_classes=100), (32, 32, 3)
-    )
+    resnet_flops = forward_flops(PEER(num_classes=100), (32, 32, 3))
     peak = matmul_rate()
-    for k in (2, 3, 4):
+    for k in COHORT_SIZES["overhead"]:
         keras.backend.clear_session()
         dml, separate, ratio = interleaved(
             _stepper([cohort(k)], x, y), _stepper(alone(k), x, y)
@@ -144,7 +157,7 @@ def overhead_rows(x, y):
 
 def sequential_rows(x, y):
     rows = []
-    for k in (2, 3):
+    for k in COHORT_SIZES["sequential"]:
         keras.backend.clear_session()
         seq, sim, ratio = interleaved(
             _stepper([cohort(k, "sequential")], x, y), _stepper([cohort(k)], x, y)
@@ -163,9 +176,7 @@ class _UncheckedLabels(keras_dml.MutualLearningModel):
 def label_check_row(x, y):
     keras.backend.clear_session()
     checked = cohort(2)
-    unchecked = _UncheckedLabels(
-        [keras_dml.models.resnet32(num_classes=100) for _ in range(2)]
-    )
+    unchecked = _UncheckedLabels([PEER(num_classes=100) for _ in range(2)])
     unchecked.compile(_optimizer())
     return interleaved(_stepper([checked], x, y), _stepper([unchecked], x, y))
 
@@ -207,7 +218,13 @@ def quickstart_accuracy(policy):
 def memory_of(peers):
     """Peak resident memory (MB) of a fresh process training `peers` peers."""
     result = subprocess.run(
-        [sys.executable, __file__, f"--memory_peers={peers}", "--memory_steps=3"],
+        [
+            sys.executable,
+            __file__,
+            f"--memory_peers={peers}",
+            "--memory_steps=3",
+            f"--smoke={FLAGS.smoke}",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -300,6 +317,8 @@ def print_memory(memory):
 
 def main(argv):
     del argv  # Unused.
+    if FLAGS.smoke:
+        _smoke_settings()
     if FLAGS.memory_steps:
         return measure_memory()
     x, y = _batch()
@@ -314,7 +333,7 @@ def main(argv):
     if "labels" in parts:
         print_label_check(label_check_row(x, y))
     if "memory" in parts:
-        print_memory({k: memory_of(k) for k in (1, 2, 4)})
+        print_memory({k: memory_of(k) for k in COHORT_SIZES["memory"]})
 
 
 if __name__ == "__main__":

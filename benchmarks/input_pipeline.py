@@ -33,6 +33,28 @@ flags.DEFINE_integer("repeats", 5, "Timed runs per figure (the median is reporte
 flags.DEFINE_integer("market_images", 2000, "Fake Market-1501 JPEGs written to disk.")
 flags.DEFINE_integer("pipeline_batches", 150, "Batches per timed pipeline run.")
 flags.DEFINE_integer("train_steps", 5, "Training steps per timed run.")
+flags.DEFINE_bool(
+    "smoke",
+    False,
+    "Tiny settings (few images, ResNet-8, small re-ID images, one repeat): "
+    "checks that the script runs, as the test suite does; numbers mean nothing.",
+)
+
+# Sizes of the measured set-up; --smoke shrinks them.
+SIZES = {
+    "cifar_images": 50_000,
+    "cifar_peer": "resnet32",
+    "market_batch": 32,
+    "reid_shape": (256, 128, 3),
+}
+
+
+def _smoke_settings():
+    SIZES.update(
+        cifar_images=512, cifar_peer="resnet8", market_batch=4, reid_shape=(64, 32, 3)
+    )
+    FLAGS.market_images, FLAGS.pipeline_batches = 16, 2
+    FLAGS.train_steps, FLAGS.repeats = 1, 1
 
 
 def _drain(dataset, batches):
@@ -48,8 +70,9 @@ def _drain(dataset, batches):
 
 def cifar_pipeline_rate():
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(50_000, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 100, size=50_000)
+    count = SIZES["cifar_images"]
+    images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 100, size=count)
     dataset = array_dataset(
         images,
         labels,
@@ -79,12 +102,18 @@ def write_fake_market(directory, count):
 
 
 def market_pipeline_rate(root, random_erasing):
+    batch = SIZES["market_batch"]
     dataset = market1501_dataset(
-        root, "train", batch_size=32, seed=0, epochs=1000, random_erasing=random_erasing
+        root,
+        "train",
+        batch_size=batch,
+        seed=0,
+        epochs=1000,
+        random_erasing=random_erasing,
     )
-    batches = min(FLAGS.pipeline_batches, FLAGS.market_images // 32)
+    batches = min(FLAGS.pipeline_batches, FLAGS.market_images // batch)
     run = _drain(dataset, batches)
-    return median_rate(run, 32 * batches, FLAGS.repeats)
+    return median_rate(run, batch * batches, FLAGS.repeats)
 
 
 def dml_step_rate(peers, input_shape, num_classes, batch_size):
@@ -103,10 +132,12 @@ def dml_step_rate(peers, input_shape, num_classes, batch_size):
 
 def main(argv):
     del argv  # Unused.
+    if FLAGS.smoke:
+        _smoke_settings()
     rows = []
     cifar_pipe, _ = cifar_pipeline_rate()
     cifar_train, _ = dml_step_rate(
-        [keras_dml.models.resnet32(num_classes=100) for _ in range(2)],
+        [keras_dml.models.get(SIZES["cifar_peer"], num_classes=100) for _ in range(2)],
         (32, 32, 3),
         100,
         64,
@@ -117,10 +148,15 @@ def main(argv):
         market_pipe, _ = market_pipeline_rate(root, 0.0)
         market_erase, _ = market_pipeline_rate(root, 0.5)
     market_train, _ = dml_step_rate(
-        [keras_dml.models.reid_mobilenet(751) for _ in range(2)],
-        (256, 128, 3),
+        [
+            keras_dml.models.reid_mobilenet(
+                751, input_shape=SIZES["reid_shape"], weights=None
+            )
+            for _ in range(2)
+        ],
+        SIZES["reid_shape"],
         751,
-        32,
+        SIZES["market_batch"],
     )
     rows.append(
         (

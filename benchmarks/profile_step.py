@@ -34,18 +34,26 @@ flags.DEFINE_bool(
     "keras_batchnorm", False, "Build the peers with keras.layers.BatchNormalization."
 )
 
+flags.DEFINE_bool(
+    "smoke",
+    False,
+    "Tiny settings (ResNet-8, batch 8, one step): checks that the script "
+    "runs, as the test suite does; the numbers mean nothing.",
+)
+
 BATCH = 64
+PEER = "resnet32"
 # Profiler events that wrap ops rather than run them.
 _WRAPPERS = {"Process", "ExecutorDoneCallback"}
 
 
 def _peer():
     if not FLAGS.keras_batchnorm:
-        return keras_dml.models.resnet32(num_classes=100)
+        return keras_dml.models.get(PEER, num_classes=100)
     fused = common.FusedBatchNormalization
     common.FusedBatchNormalization = keras.layers.BatchNormalization
     try:
-        return keras_dml.models.resnet32(num_classes=100)
+        return keras_dml.models.get(PEER, num_classes=100)
     finally:
         common.FusedBatchNormalization = fused
 
@@ -71,6 +79,9 @@ def op_times(logdir):
 
 def main(argv):
     del argv  # Unused.
+    global BATCH, PEER
+    if FLAGS.smoke:
+        BATCH, PEER, FLAGS.steps = 8, "resnet8", 1
     x = tf.random.uniform((BATCH, 32, 32, 3))
     y = tf.random.uniform((BATCH,), maxval=100, dtype=tf.int32)
     model = keras_dml.MutualLearningModel([_peer() for _ in range(FLAGS.peers)])
@@ -87,7 +98,7 @@ def main(argv):
     batchnorm = "Keras" if FLAGS.keras_batchnorm else "fused"
     print(f"\nMachine: {machine()}")
     print(
-        f"{FLAGS.peers} ResNet-32 peers, {batchnorm} BatchNorm, batch {BATCH}: "
+        f"{FLAGS.peers} {PEER} peers, {batchnorm} BatchNorm, batch {BATCH}: "
         f"{1e3 * total / FLAGS.steps:.0f} ms of op time per step (all threads)\n"
     )
     print("| op type | ms / step | share |")

@@ -3,6 +3,7 @@ per-query reference loop (written from the protocol, not from our code)."""
 
 import numpy as np
 import pytest
+from reid_sort_reference import sorted_metrics
 
 from keras_dml.reid import evaluate_features, evaluate_ranking, pairwise_distance
 
@@ -123,6 +124,54 @@ def test_matches_the_reference_loop_on_random_cases(ap, seed):
     assert result.mAP == pytest.approx(expected_map)
     assert result.mINP == pytest.approx(expected_inp)
     assert result.num_valid_queries == valid
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_counting_equals_the_sorting_implementation(seed):
+    """The ranks counted per match give exactly what sorting every row gave,
+    with ties (between matches, and between a match and others), junk,
+    distractors, same-camera matches and queries without a kept match."""
+    rng = np.random.default_rng(seed)
+    num_q, num_g = 60, 400
+    g_pids = rng.integers(-1, 25, size=num_g)  # -1 junk, 0 distractors.
+    q_pids = rng.integers(1, 30, size=num_q)  # 25..29: not in the gallery.
+    g_cams, q_cams = rng.integers(1, 4, size=num_g), rng.integers(1, 4, size=num_q)
+    distances = rng.random((num_q, num_g)).astype(np.float32)
+    if seed % 2:
+        distances = np.round(distances, 2)  # Ties everywhere.
+    else:
+        distances[:, rng.integers(0, num_g, 40)] = 0.5  # Some columns tie.
+    expected = sorted_metrics(distances, q_pids, g_pids, q_cams, g_cams, 30)
+    cmc, standard, official, inp, valid, skipped = expected
+    assert valid and skipped  # Both kinds of query are in the case.
+    for chunk_size in (1, 7, 256):
+        result = evaluate_ranking(
+            distances,
+            q_pids,
+            g_pids,
+            q_cams,
+            g_cams,
+            max_rank=30,
+            chunk_size=chunk_size,
+        )
+        np.testing.assert_allclose(result.cmc, cmc, rtol=0, atol=1e-12)
+        assert result.mAP_standard == pytest.approx(standard, rel=1e-12)
+        assert result.mAP_official == pytest.approx(official, rel=1e-12)
+        assert result.mINP == pytest.approx(inp, rel=1e-12)
+        assert (result.num_valid_queries, result.num_skipped_queries) == (
+            valid,
+            skipped,
+        )
+
+
+def test_a_match_at_infinite_distance_ranks_after_every_kept_entry():
+    distances = np.array([[np.inf, 0.3, np.inf, 0.1, np.inf]], np.float32)
+    # Gallery 0: removed (same person and camera); 2: junk; 4: the match.
+    result = evaluate_ranking(
+        distances, [5], [5, 1, -1, 2, 5], [1], [1, 2, 2, 2, 3], max_rank=3
+    )
+    np.testing.assert_allclose(result.cmc, [0, 0, 1])
+    assert result.mINP == pytest.approx(1 / 3)
 
 
 def test_distances():

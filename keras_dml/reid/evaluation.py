@@ -81,17 +81,66 @@ def l2_normalize(features):
     return (features / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def _stable_order(distances):
-    """argsort of every row, ties by column index, via one sort of unique
-    integer keys: the float's bits made order-preserving, then the column
-    (6x faster than numpy's stable argsort)."""
-    bits = np.ascontiguousarray(distances, dtype=np.float32).view(np.uint32)
-    # Negative floats: flip all bits; positive: flip the sign bit.
-    flip = np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
-    keys = (bits ^ flip).astype(np.uint64) << np.uint64(32)
-    keys |= np.arange(distances.shape[1], dtype=np.uint64)
-    keys.sort(axis=1)
-    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+class MatchRanker:
+    """The 1-based rank, among the kept gallery entries, of each query's
+    matches, without sorting the rows.
+
+    A match's rank is one plus the number of kept entries closer to the
+    query than it, ties going to the lower gallery index: the position a
+    stable sort of the row would give it. Kept: not junk (person id -1) and
+    not the query's own person under the query's camera. A query has ~14
+    matches among ~16,000 gallery entries on Market-1501, so comparing the
+    row with each match's distance (SIMD comparisons and counts) costs a
+    fraction of sorting the row, which is what other evaluators do.
+    """
+
+    def __init__(self, gallery_pids, gallery_camids):
+        self.gallery_camids = gallery_camids
+        self.junk = np.flatnonzero(gallery_pids == JUNK_ID)
+        order = np.argsort(gallery_pids, kind="stable")
+        pids, starts = np.unique(gallery_pids[order], return_index=True)
+        self.by_person = dict(zip(pids.tolist(), np.split(order, starts[1:])))
+        self.by_person.pop(JUNK_ID, None)
+        self.none = np.zeros(0, np.int64)
+
+    def ranks(self, row, query_pid, query_camid):
+        """Increasing int64 ranks of one query's matches (empty: none kept).
+
+        Args:
+            row: float32 `[G]` distances of the query to the gallery, no NaN.
+        """
+        same_person = self.by_person.get(int(query_pid), self.none)
+        same_camera = self.gallery_camids[same_person] == query_camid
+        columns = same_person[~same_camera]
+        if columns.size == 0:
+            return columns
+        removed = same_person[same_camera]
+        if self.junk.size:
+            removed = np.concatenate([removed, self.junk])
+        at = row[columns][:, np.newaxis]
+        if np.count_nonzero(row == at) != columns.size:
+            return self._ranks_with_ties(row, columns, removed)
+        below = row < at
+        closer = np.array([np.count_nonzero(b) for b in below])
+        if removed.size:
+            closer -= np.count_nonzero(row[removed] < at, axis=1)
+        return np.sort(closer + 1)
+
+    @staticmethod
+    def _ranks_with_ties(row, columns, removed):
+        """The same when some entry is exactly as far as a match: the one
+        with the lower gallery index goes first."""
+        kept = np.ones(row.shape, bool)
+        kept[removed] = False
+        ranks = np.empty(columns.size, np.int64)
+        for j, column in enumerate(columns):
+            distance = row[column]
+            ranks[j] = (
+                np.count_nonzero((row < distance) & kept)
+                + np.count_nonzero((row[:column] == distance) & kept[:column])
+                + 1
+            )
+        return np.sort(ranks)
 
 
 def _check_ids(name, ids, length):
@@ -105,8 +154,9 @@ def _check_ids(name, ids, length):
 
 
 class _Accumulator:
-    def __init__(self, max_rank, ap):
-        self.cmc = np.zeros(max_rank, np.int64)
+    def __init__(self, max_rank, ap, gallery_pids, gallery_camids):
+        self.ranker = MatchRanker(gallery_pids, gallery_camids)
+        self.cmc = np.zeros(max_rank + 1, np.int64)  # The last: beyond max_rank.
         self.ap_sums = {kind: 0.0 for kind in AP_KINDS}
         self.inp_sum = 0.0
         self.valid = 0
@@ -114,47 +164,35 @@ class _Accumulator:
         self.max_rank = max_rank
         self.ap = ap
 
-    def add(self, distances, query_pids, query_camids, gallery_pids, gallery_camids):
-        order = _stable_order(distances)
-        pids = gallery_pids[order]
-        same_id = pids == query_pids[:, np.newaxis]
-        removed = same_id & (gallery_camids[order] == query_camids[:, np.newaxis])
-        kept = ~removed & (pids != JUNK_ID)
-        matches = same_id & kept
-        num_matches = matches.sum(1)
-        has_match = num_matches > 0
-        self.skipped += int((~has_match).sum())
-        if not has_match.any():
-            return
-        matches, kept, num_matches = (
-            matches[has_match],
-            kept[has_match],
-            num_matches[has_match],
-        )
-        # 0-based position of every entry among the kept ones.
-        positions = np.cumsum(kept, axis=1) - 1
-        # k: how many matches up to and including each entry.
-        k = np.cumsum(matches, axis=1)
-        first = positions[np.arange(len(matches)), matches.argmax(1)]
-        hits = np.zeros((len(matches), self.max_rank + 1), np.int64)
-        np.add.at(hits, (np.arange(len(matches)), np.minimum(first, self.max_rank)), 1)
-        self.cmc += np.cumsum(hits, axis=1)[:, : self.max_rank].sum(0)
-        rank = np.where(matches, positions + 1, 1)  # 1-based, at the matches.
-        precision = np.where(matches, k / rank, 0.0)
-        standard = precision.sum(1) / num_matches
-        # Market-1501's compute_AP.m: trapezoid between the precision before
-        # this match's position and at it (1.0 before the first position).
-        before = np.where(rank > 1, (k - 1) / np.maximum(rank - 1, 1), 1.0)
-        official = (np.where(matches, before, 0.0) + precision).sum(1) / (
-            2 * num_matches
-        )
-        last = positions[
-            np.arange(len(matches)), matches.shape[1] - 1 - matches[:, ::-1].argmax(1)
+    def add(self, distances, query_pids, query_camids):
+        found = [
+            self.ranker.ranks(row, pid, camid)
+            for row, pid, camid in zip(distances, query_pids, query_camids)
         ]
-        self.ap_sums["standard"] += float(standard.sum())
-        self.ap_sums["official"] += float(official.sum())
-        self.inp_sum += float((num_matches / (last + 1)).sum())
-        self.valid += len(matches)
+        ranks = [r for r in found if r.size]
+        self.skipped += len(found) - len(ranks)
+        if not ranks:
+            return
+        # Every valid query's ranks back to back; `starts` where each begins.
+        sizes = np.array([r.size for r in ranks])
+        starts = np.cumsum(sizes) - sizes
+        ranks = np.concatenate(ranks)
+        # How many of its matches a query has found up to each one: 1, 2, ...
+        hits = np.arange(1, ranks.size + 1) - np.repeat(starts, sizes)
+        precision = hits / ranks
+        # Market-1501's compute_AP.m: trapezoid between the precision just
+        # before each match's position and at it (1.0 before position 1).
+        before = np.where(ranks > 1, (hits - 1) / np.maximum(ranks - 1, 1), 1.0)
+        self.ap_sums["standard"] += float(
+            (np.add.reduceat(precision, starts) / sizes).sum()
+        )
+        self.ap_sums["official"] += float(
+            (np.add.reduceat(before + precision, starts) / (2 * sizes)).sum()
+        )
+        self.inp_sum += float((sizes / ranks[starts + sizes - 1]).sum())
+        first = np.minimum(ranks[starts] - 1, self.max_rank)
+        self.cmc += np.cumsum(np.bincount(first, minlength=self.max_rank + 1))
+        self.valid += len(sizes)
 
     def result(self):
         if self.valid == 0:
@@ -163,7 +201,7 @@ class _Accumulator:
                 "camera); the ids or camera ids are likely wrong."
             )
         return RankingResult(
-            cmc=self.cmc / self.valid,
+            cmc=self.cmc[: self.max_rank] / self.valid,
             mAP=self.ap_sums[self.ap] / self.valid,
             mINP=self.inp_sum / self.valid,
             num_valid_queries=self.valid,
@@ -225,16 +263,10 @@ def evaluate_ranking(
     gallery_camids = _check_ids("gallery_camids", gallery_camids, num_gallery)
     if np.isnan(distmat).any():
         raise ValueError("`distmat` holds NaN distances.")
-    accumulator = _Accumulator(max_rank, ap)
+    accumulator = _Accumulator(max_rank, ap, gallery_pids, gallery_camids)
     for start in range(0, num_queries, chunk_size):
         rows = slice(start, start + chunk_size)
-        accumulator.add(
-            distmat[rows],
-            query_pids[rows],
-            query_camids[rows],
-            gallery_pids,
-            gallery_camids,
-        )
+        accumulator.add(distmat[rows], query_pids[rows], query_camids[rows])
     return accumulator.result()
 
 
@@ -260,17 +292,11 @@ def evaluate_features(
     query_camids = _check_ids("query_camids", query_camids, len(query))
     gallery_pids = _check_ids("gallery_pids", gallery_pids, len(gallery))
     gallery_camids = _check_ids("gallery_camids", gallery_camids, len(gallery))
-    accumulator = _Accumulator(max_rank, ap)
+    accumulator = _Accumulator(max_rank, ap, gallery_pids, gallery_camids)
     for start in range(0, len(query), chunk_size):
         rows = slice(start, start + chunk_size)
         distances = pairwise_distance(query[rows], gallery, metric)
         if np.isnan(distances).any():
             raise ValueError("The features give NaN distances.")
-        accumulator.add(
-            distances,
-            query_pids[rows],
-            query_camids[rows],
-            gallery_pids,
-            gallery_camids,
-        )
+        accumulator.add(distances, query_pids[rows], query_camids[rows])
     return accumulator.result()
