@@ -67,7 +67,7 @@ COHORT_SIZES = {"overhead": (2, 3, 4), "sequential": (2, 3), "memory": (1, 2, 4)
 def _smoke_settings():
     global BATCH, PEER
     BATCH, PEER = 8, keras_dml.models.resnet8
-    COHORT_SIZES.update(overhead=(2,), sequential=(2,), memory=(1, 2))
+    COHORT_SIZES.update(overhead=(2,), sequential=(2,), memory=(2,))
     FLAGS.repeats, FLAGS.steps, FLAGS.quickstart_seeds = 1, 1, 0
 
 

@@ -5,7 +5,7 @@ python benchmarks/reid_eval.py [--repeats=5] [--reference_repeats=3]
 
 3,368 queries x 15,913 gallery images (750 ids, ~4.5 queries and ~17.5
 gallery images per id, 2,793 distractors, 6 cameras), 2,048-d random
-features. On one distance matrix, times `keras_dml.reid.evaluate_ranking`
+features. On one distance matrix (without ties), times `keras_dml.reid.evaluate_ranking`
 against fast-reid's (and torchreid's) Cython `evaluate_cy`, which this
 script builds from the fastreid 1.4.0 wheel at run time (`pip download`,
 Cython installed if missing; nothing of fast-reid enters the repository);
@@ -54,10 +54,10 @@ FASTREID_WHEEL = "fastreid==1.4.0"
 def market_sized_ids(rng, scale=1.0):
     num_ids = max(2, round(750 * scale))
     ids = np.arange(1, num_ids + 1)
-    query_pids = np.repeat(ids, 5)[: round(num_ids * 4.49)]
+    query_pids = np.repeat(ids, 5)[: max(2, round(3368 * scale))]
     gallery_pids = np.concatenate(
         [
-            np.repeat(ids, 18)[: round(num_ids * 17.49)],
+            np.repeat(ids, 18)[: max(2, round(13120 * scale))],
             np.zeros(round(2793 * scale), np.int64),
         ]
     )
@@ -150,31 +150,31 @@ def fastreid_evaluator(workdir):
 
 
 def timed(run, repeats):
-    seconds, peaks, result = [], [], None
-    for _ in range(repeats):
-        tracemalloc.start()
-        start = time.perf_counter()
-        result = run()
-        seconds.append(time.perf_counter() - start)
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-    return statistics.median(seconds), max(peaks), result
+    """(median seconds, peak traced bytes, result) of `run()`."""
+    return interleaved({"run": run}, repeats)["run"]
 
 
 def interleaved(runs, repeats):
     """{name: (median seconds, peak traced bytes, last result)}, the runs
-    taking turns so that a slow spell of this shared machine hits all."""
+    taking turns so that a slow spell of this shared machine hits all.
+
+    Timed without tracemalloc (it slows every allocation, which would favour
+    code that allocates less); the peak memory comes from one more traced
+    run of each.
+    """
     seconds = {name: [] for name in runs}
-    peaks = {name: 0 for name in runs}
     results = {}
     for _ in range(repeats):
         for name, run in runs.items():
-            tracemalloc.start()
             start = time.perf_counter()
             results[name] = run()
             seconds[name].append(time.perf_counter() - start)
-            peaks[name] = max(peaks[name], tracemalloc.get_traced_memory()[1])
-            tracemalloc.stop()
+    peaks = {}
+    for name, run in runs.items():
+        tracemalloc.start()
+        run()
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     return {n: (statistics.median(seconds[n]), peaks[n], results[n]) for n in runs}
 
 
@@ -185,7 +185,13 @@ def main(argv):
     query = rng.normal(size=(len(q_pids), FLAGS.dim)).astype(np.float32)
     gallery = rng.normal(size=(len(g_pids), FLAGS.dim)).astype(np.float32)
     ids = (q_pids, g_pids, q_cams, g_cams)
+    # fast-reid's quicksort orders equal distances arbitrarily, ours by
+    # gallery index, and float32 distances of random features do tie (~1 in
+    # 3,000 queries changes a CMC entry): the ranking rows use each row's
+    # stable ranks as distances, the same order without ties.
     distmat = pairwise_distance(query, gallery)
+    distmat = np.argsort(np.argsort(distmat, kind="stable"), kind="stable")
+    distmat = distmat.astype(np.float32)
     rows = []  # (name, seconds, peak bytes)
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -220,7 +226,12 @@ def main(argv):
     features, features_memory, features_result = timed(
         lambda: evaluate_features(query, gallery, *ids), FLAGS.repeats
     )
-    np.testing.assert_allclose(features_result.cmc, ours_result.cmc, atol=1e-9)
+    # Distances computed per chunk can differ from the whole matrix's in the
+    # last bit (another summation order), which can reorder a near tie: at
+    # most a query or two apart.
+    np.testing.assert_allclose(
+        features_result.cmc, ours_result.cmc, atol=2.5 / len(q_pids)
+    )
     rows.insert(
         0, ("distance matrix alone (`pairwise_distance`)", distances, distance_memory)
     )
@@ -240,9 +251,13 @@ def main(argv):
             lambda: per_query_set_operations(query, gallery, *ids),
             FLAGS.reference_repeats,
         )
-        for other_cmc, other_ap in ((cmc, mean_ap), (sets_cmc, sets_ap)):
-            np.testing.assert_allclose(ours_result.cmc, other_cmc, atol=1e-9)
-            assert abs(ours_result.mAP - other_ap) < 1e-9
+        # The loop sorts the same whole matrix stably: the same metrics. The
+        # set operations compute their distances otherwise (no |q|^2, one
+        # query at a time): near ties may fall the other way.
+        np.testing.assert_allclose(ours_result.cmc, cmc, atol=1e-9)
+        assert abs(ours_result.mAP - mean_ap) < 1e-9
+        np.testing.assert_allclose(ours_result.cmc, sets_cmc, atol=2.5 / len(q_pids))
+        assert abs(ours_result.mAP - sets_ap) < 1e-3
         rows.append(
             (
                 "per-query loop over a pre-sorted matrix (torchreid style)",

@@ -20,6 +20,8 @@ SMOKE_RUNS = {
     "dml_step.py": (["--smoke"], "| K | DML step (s) |"),
     "input_pipeline.py": (["--smoke"], "| CIFAR-100 (batch 64) |"),
     "profile_step.py": (["--smoke"], "| op type | ms / step | share |"),
+    # With or without PyTorch (the `bench` extra): keras_dml's rows at least.
+    "pytorch_step.py": (["--smoke"], "| keras_dml float32 |"),
     "reid_eval.py": (
         ["--scale=0.02", "--fastreid=off", "--repeats=1", "--reference_repeats=1"],
         "| `evaluate_ranking` (a distance matrix) |",

@@ -46,7 +46,11 @@ def _weights(path):
 def test_smoke_test_writes_every_artifact(tmp_path, archive):
     dml, independent = tmp_path / "dml", tmp_path / "independent"
     result = _train(
-        "--smoke_test", f"--data_dir={archive}", f"--model_dir={dml}", "--seed=1"
+        "--smoke_test",
+        f"--data_dir={archive}",
+        f"--model_dir={dml}",
+        "--seed=1",
+        "--verbose=2",  # Keras's line and our summary per epoch (0 is silent).
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/2:" in result.stdout and "epoch 2/2:" in result.stdout

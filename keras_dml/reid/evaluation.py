@@ -6,10 +6,12 @@ are ignored; distractors (id 0) stay as plain negatives. A query with no
 matching gallery entry left is skipped and counted. Ties in distance are
 broken by gallery index, so results are deterministic.
 
-Everything is vectorized over chunks of queries: distances and ranks are
-never held for all queries at once, and the Market-1501 evaluation (3,368 x
-15,913, 2,048-d features) takes under 3 seconds on two CPU cores
-(BENCHMARKS.md).
+No row is sorted: a match's rank is the number of kept gallery entries
+closer than it, counted with vectorized comparisons, and CMC, both APs and
+mINP follow from the ranks of each query's few matches (`MatchRanker`).
+Distances are computed one chunk of queries at a time, so the full matrix
+never exists in `evaluate_features`. BENCHMARKS.md times this against
+fast-reid's Cython evaluator at Market-1501's size.
 """
 
 from typing import NamedTuple
@@ -55,23 +57,42 @@ def pairwise_distance(query, gallery, metric="euclidean"):
     "euclidean" and "sqeuclidean" use |q|^2 + |g|^2 - 2 q.g (one matrix
     product, clipped at 0 against rounding); "cosine" is 1 - cos(q, g).
     """
-    query, gallery = _as_2d("query", query), _as_2d("gallery", gallery)
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"query and gallery features differ in size: {query.shape[1]} vs "
-            f"{gallery.shape[1]}."
-        )
-    if metric not in METRICS:
-        raise ValueError(f"`metric` must be one of {METRICS}. Received: {metric!r}")
-    if metric == "cosine":
-        q, g = l2_normalize(query), l2_normalize(gallery)
-        return 1.0 - q @ g.T
-    distances = query @ gallery.T
-    distances *= -2.0
-    distances += np.square(query).sum(1, keepdims=True)
-    distances += np.square(gallery).sum(1)[np.newaxis]
-    np.maximum(distances, 0.0, out=distances)
-    return np.sqrt(distances, out=distances) if metric == "euclidean" else distances
+    return GalleryDistances(gallery, metric)(query)
+
+
+class GalleryDistances:
+    """Distances from queries to one gallery, with what depends on the
+    gallery alone (its squared norms, or its unit rows) computed once: a
+    chunked evaluation then costs one matrix product per chunk."""
+
+    def __init__(self, gallery, metric="euclidean"):
+        if metric not in METRICS:
+            raise ValueError(f"`metric` must be one of {METRICS}. Received: {metric!r}")
+        self.metric = metric
+        gallery = _as_2d("gallery", gallery)
+        if metric == "cosine":
+            self.gallery = l2_normalize(gallery)
+        else:
+            self.gallery = gallery
+            self.squared_norms = np.square(gallery).sum(1)[np.newaxis]
+
+    def __call__(self, query):
+        query = _as_2d("query", query)
+        if query.shape[1] != self.gallery.shape[1]:
+            raise ValueError(
+                f"query and gallery features differ in size: {query.shape[1]} vs "
+                f"{self.gallery.shape[1]}."
+            )
+        if self.metric == "cosine":
+            return 1.0 - l2_normalize(query) @ self.gallery.T
+        distances = query @ self.gallery.T
+        distances *= -2.0
+        distances += np.square(query).sum(1, keepdims=True)
+        distances += self.squared_norms
+        np.maximum(distances, 0.0, out=distances)
+        if self.metric == "euclidean":
+            return np.sqrt(distances, out=distances)
+        return distances
 
 
 def l2_normalize(features):
@@ -244,7 +265,7 @@ def evaluate_ranking(
         ap: "standard" (torchreid / fast-reid: mean over the R matches of
             r / p_r, p_r the 1-based position of the r-th match) or "official"
             (Market-1501's MATLAB `compute_AP.m`, trapezoid rule; lower).
-        chunk_size: queries ranked at once (bounds memory to ~40 bytes x
+        chunk_size: queries ranked at once (bounds memory to ~8 bytes x
             chunk_size x G).
 
     Returns:
@@ -293,9 +314,10 @@ def evaluate_features(
     gallery_pids = _check_ids("gallery_pids", gallery_pids, len(gallery))
     gallery_camids = _check_ids("gallery_camids", gallery_camids, len(gallery))
     accumulator = _Accumulator(max_rank, ap, gallery_pids, gallery_camids)
+    to_gallery = GalleryDistances(gallery, metric)
     for start in range(0, len(query), chunk_size):
         rows = slice(start, start + chunk_size)
-        distances = pairwise_distance(query[rows], gallery, metric)
+        distances = to_gallery(query[rows])
         if np.isnan(distances).any():
             raise ValueError("The features give NaN distances.")
         accumulator.add(distances, query_pids[rows], query_camids[rows])

@@ -267,6 +267,16 @@ SETTINGS = (
         resumable=True,
     ),
     _s(
+        "cpu_threads",
+        None,
+        "Threads per TensorFlow op on a machine without GPUs (none: cores // "
+        "number of peers, so the peers' ops run side by side; 0: TensorFlow's "
+        "own choice).",
+        "int",
+        "devices",
+        resumable=True,
+    ),
+    _s(
         "mixed_precision",
         False,
         "mixed_float16 on GPUs, mixed_bfloat16 on CPUs.",
@@ -443,6 +453,8 @@ def validate(config):
             f"--train_size applies to --dataset=digits only (received "
             f"--dataset={config.dataset}); use --steps_per_epoch to shorten epochs."
         )
+    if config.cpu_threads is not None and config.cpu_threads < 0:
+        problems.append(f"--cpu_threads must be >= 0. Received: {config.cpu_threads}")
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
         problems.append(
             f"--steps_per_epoch must be >= 1. Received: {config.steps_per_epoch}"

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_dml import files, models
+from keras_dml.cpu_threads import configure_cpu_threads
 from keras_dml.data import datasets
 from keras_dml.data.epochs import resolve_seed
 from keras_dml.export import export_peers
@@ -119,8 +120,9 @@ def _shown(value):
 def prepared_run(config):
     """Everything a run does before building its model, and undoes after.
 
-    In order: checks the data path; creates the strategy (first of the
-    TensorFlow work: the multi-worker runtime must start before other ops);
+    In order: checks the data path; sets TensorFlow's CPU threads and
+    creates the strategy (first of the TensorFlow work: neither can change
+    once ops have run);
     takes the run folder's lock (the chief's); refuses to resume a different
     run; reads and checks the data (a batch larger than the training set is
     refused here); and only then writes anything: config.json, after
@@ -140,6 +142,8 @@ def prepared_run(config):
     created = not os.path.exists(config.model_dir)
     files.ensure_writable_dir(config.model_dir, "--model_dir")
     try:
+        # Before TensorFlow's first op, after which it cannot change.
+        configure_cpu_threads(len(config.peers), config.cpu_threads)
         strategy = make_strategy(config.strategy)
         write_to = writable_dir(strategy, config.model_dir)
         with contextlib.ExitStack() as stack:
