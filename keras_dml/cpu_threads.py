@@ -4,10 +4,11 @@ TensorFlow runs independent ops side by side (inter-op threads) and splits
 each op over threads (intra-op threads), by default as many as the cores for
 both. A cohort's peers are independent until the loss, so with K peers the
 cores are already kept busy by K ops at a time, and splitting every small
-convolution over all the cores costs more than it gives: on 2 cores, two
-ResNet-32 peers train 1.16x faster (float32) and 1.30x faster (bfloat16)
-with one thread per op (BENCHMARKS.md). Big convolutions (MobileNet at
-256x128) gain nothing and lose nothing.
+convolution over all the cores costs more than it gives: on 2 cores, one
+thread per op took two ResNet-32 peers' step from 1.07x to 1.18x the speed
+of tuned PyTorch in float32, and from 1.10x to 1.27x in bfloat16
+(BENCHMARKS.md). Big convolutions (MobileNet at 256x128) gain nothing and
+lose nothing.
 
 `configure_cpu_threads(num_peers)` sets cores // K threads per op on a
 machine without GPUs. It must run before TensorFlow runs its first op.
