@@ -18,6 +18,7 @@ import keras
 
 from keras_dml import files
 from keras_dml.data import datasets
+from keras_dml.training import config as settings
 from keras_dml.training import reports
 from keras_dml.training.run import run
 
@@ -40,14 +41,15 @@ def check_variants(base, variants):
     labels = [label for label, _ in variants]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Variant labels must differ. Received: {labels}")
-    from keras_dml.training import config as settings
-
     for _, changes in variants:
         settings.validate(base.replace(**changes))
 
 
 def run_variants(base, variants, seeds, output_dir, print_fn=print):
     """Runs every variant for seeds 0..seeds-1.
+
+    Only seed 0's runs export their peers (when their settings say so): the
+    other seeds' are the same models from other draws.
 
     Args:
         base: the `RunConfig` every run starts from (its `model_dir` and
@@ -56,8 +58,6 @@ def run_variants(base, variants, seeds, output_dir, print_fn=print):
             baseline the others are compared with.
         seeds: how many seeds.
         output_dir: the parent of every run's folder.
-        Only seed 0's runs export their peers (when their settings say so):
-        the other seeds' are the same models from other draws.
 
     Returns:
         `{label: [results of seed 0, seed 1, ...]}`, each the dict `run`
