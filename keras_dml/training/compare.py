@@ -63,7 +63,10 @@ def run_variants(base, variants, seeds, output_dir, print_fn=print):
         `{label: [results of seed 0, seed 1, ...]}`, each the dict `run`
         returns.
     """
-    check_variants(base, variants)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1. Received: {seeds}")
+    check_variants(base, variants)  # Every variant, before the first run.
+    files.ensure_writable_dir(output_dir, "--output_dir")
     results = {label: [] for label, _ in variants}
     for seed in range(seeds):
         for label, changes in variants:

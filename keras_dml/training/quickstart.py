@@ -9,7 +9,6 @@ It is the one runner (`keras_dml.training.run`) twice per seed, through
 
 import time
 
-from keras_dml import files
 from keras_dml.training import compare
 
 # The baseline first: the table's differences are DML - independent. Only the
@@ -39,9 +38,5 @@ def run_quickstart(base, seeds, output_dir, print_fn=print):
         (`{variant: [{peer name or "ensemble": top-1} per seed]}`), ...
     """
     started = time.time()
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1. Received: {seeds}")
-    compare.check_variants(base, VARIANTS)
-    files.ensure_writable_dir(output_dir, "--output_dir")
     results = compare.run_variants(base, VARIANTS, seeds, output_dir, print_fn)
     return compare.write_comparison(output_dir, results, title(base), started=started)
