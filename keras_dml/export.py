@@ -13,6 +13,7 @@ are. Signatures:
   as the DML re-ID evaluation uses.
 """
 
+import contextlib
 import errno
 import os
 import re
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from keras_dml.data.normalization import check_normalization, normalize
 from keras_dml.files import atomic_write_text, umask
+from keras_dml.mimicry import TemporalMean, name_of
 from keras_dml.mutual_learning import MutualLearningModel, split_peer_output
 
 ENSEMBLE = "ensemble"
@@ -230,6 +232,7 @@ def export_peers(
     preprocessing="cifar100",
     image_shape=None,
     overwrite=False,
+    use_averaged=False,
 ):
     """Writes each peer (and the ensemble) as a SavedModel for TF Serving.
 
@@ -245,6 +248,9 @@ def export_peers(
             of per-channel values for pixels scaled to [0, 1].
         image_shape: `(height, width, channels)`; read from the peers when None.
         overwrite: replace existing version folders instead of raising.
+        use_averaged: export the peers' weight averages instead of the peers
+            (a cohort trained with `mimicry="temporal_mean"`; the averages
+            are often the better models). The peers keep their own weights.
 
     Returns:
         A dict from model name (the folder under `export_dir`) to the written
@@ -269,6 +275,7 @@ def export_peers(
     """
     _check_version(version)
     peers = _peers_of(model)
+    weights = _weights_to_export(model, use_averaged)
     mean, std = _normalization(preprocessing)
     shape = _image_shape(peers, image_shape)
     if len(mean) != shape[-1] or len(std) != shape[-1]:
@@ -291,15 +298,16 @@ def export_peers(
 
     staged = {}
     try:
-        for members, name, ensemble in jobs:
-            parent = os.path.dirname(targets[name])
-            os.makedirs(parent, exist_ok=True)
-            staged[name] = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=parent)
-            archive = _archive(members, shape, mean, std, ensemble)
-            _write_out(archive, staged[name])
-            # mkdtemp makes the folder private (0700); a server running as
-            # another user must be able to read it, as any folder made here.
-            os.chmod(staged[name], 0o777 & ~umask())
+        with weights:
+            for members, name, ensemble in jobs:
+                parent = os.path.dirname(targets[name])
+                os.makedirs(parent, exist_ok=True)
+                staged[name] = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=parent)
+                archive = _archive(members, shape, mean, std, ensemble)
+                _write_out(archive, staged[name])
+                # mkdtemp makes the folder private (0700); a server running as
+                # another user must be able to read it, as any folder made here.
+                os.chmod(staged[name], 0o777 & ~umask())
         for name, path in staged.items():
             _replace(path, targets[name])
     finally:
@@ -307,6 +315,21 @@ def export_peers(
             shutil.rmtree(path, ignore_errors=True)
     write_model_config(export_dir)
     return targets
+
+
+def _weights_to_export(model, use_averaged):
+    """A context in which the peers hold the weights to export."""
+    if not use_averaged:
+        return contextlib.nullcontext()
+    mimicry = getattr(model, "mimicry", None)
+    if not isinstance(mimicry, TemporalMean):
+        method = "none (a list of peers)" if mimicry is None else name_of(mimicry)
+        raise ValueError(
+            "use_averaged=True (--use_averaged) exports the weight averages that "
+            "mimicry='temporal_mean' keeps; this cohort's mimicry is "
+            f"{method}, which keeps none."
+        )
+    return mimicry.peers_as_copies(model.peers)
 
 
 def write_model_config(export_dir, container_dir="/models"):

@@ -10,12 +10,20 @@ import contextlib
 import re
 
 import tensorflow as tf
+from keras import ops
 
 # The check runs in the graph, where only an InvalidArgumentError can stop a
 # step; its message carries this text and the offending value, and
 # `label_errors()` re-raises it as a ValueError from fit/evaluate.
 _PREFIX = "labels must be integer class ids in [0, {num_classes}) or -1 for unlabeled"
 _GRAPH_ERROR = re.compile(r"assertion failed: \[(labels must be .*)\]$", re.MULTILINE)
+
+
+def labeled_mask(labels):
+    """Flat int32 labels with unlabeled (< 0) replaced by 0, and a float mask."""
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    labeled = ops.greater_equal(labels, 0)
+    return ops.where(labeled, labels, 0), ops.cast(labeled, "float32")
 
 
 def expected(num_classes):

@@ -5,9 +5,12 @@ For peer k of a cohort of K, with logits z_k and p_k = softmax(z_k / T):
     L_k = CE(y, softmax(z_k)) + w * T^2 * 1/(K-1) * sum_{j != k} KL(sg(p_j) || p_k)
 
 `sg` is stop-gradient: the other peers are fixed targets for peer k, so the
-gradient of L_k reaches peer k's weights only. `MutualLearningModel.train_step`
-calls `mutual_learning_terms`; `mutual_learning_losses` is the same math
-returning only the per-peer totals.
+gradient of L_k reaches peer k's weights only. That is DML's ("pairwise")
+mimicry term; the others of the family (`keras_dml.mimicry`) change only the
+targets: L_k = CE + w * T^2 * sum over peer k's targets t of weight_t *
+KL(sg(t) || p_k). `MutualLearningModel.train_step` calls
+`mutual_learning_terms`; `mutual_learning_losses` is the same math returning
+only the per-peer totals.
 
 Reference:
     Zhang, Xiang, Hospedales, Lu. "Deep Mutual Learning". CVPR 2018.
@@ -20,7 +23,11 @@ import numbers
 
 from keras import ops
 
-MIMICRY_MODES = ("pairwise", "ensemble")
+from keras_dml import mimicry as mimicry_methods
+from keras_dml.labels import labeled_mask
+
+# The built-in mimicry methods, by name.
+MIMICRY_MODES = mimicry_methods.NAMES
 
 PeerLossTerms = collections.namedtuple("PeerLossTerms", ["loss", "ce", "kl"])
 PeerLossTerms.__doc__ = """One peer's loss and its two parts, each a float32 scalar.
@@ -55,10 +62,7 @@ def validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing=0.
             "`temperature` must be a finite number > 0. "
             f"Received: temperature={temperature!r}"
         )
-    if mimicry not in MIMICRY_MODES:
-        raise ValueError(
-            f"`mimicry` must be one of {MIMICRY_MODES}. Received: mimicry={mimicry!r}"
-        )
+    mimicry_methods.get(mimicry)  # Raises for an unknown name.
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, numbers.Real)
@@ -68,13 +72,6 @@ def validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing=0.
             "`label_smoothing` must be a number in [0, 1). "
             f"Received: label_smoothing={label_smoothing!r}"
         )
-
-
-def labeled_mask(labels):
-    """Flat int32 labels with unlabeled (< 0) replaced by 0, and a float mask."""
-    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
-    labeled = ops.greater_equal(labels, 0)
-    return ops.where(labeled, labels, 0), ops.cast(labeled, "float32")
 
 
 def sparse_cross_entropy_sum(labels, logits, label_smoothing=0.0):
@@ -99,13 +96,13 @@ def sparse_cross_entropy_sum(labels, logits, label_smoothing=0.0):
     return ops.sum(nll * mask), ops.sum(mask)
 
 
-def kl_divergence_sum(target_log_probs, log_probs):
-    """Sum over the batch of KL(p || q), both given as log-probabilities.
+def kl_divergence(target_log_probs, log_probs):
+    """KL(p || q) per example [batch], both given as log-probabilities.
 
     Working from log-probabilities on both sides avoids log(0) when a target
     probability underflows: exp(-inf-ish) * finite is 0, not NaN.
     """
-    return ops.sum(ops.exp(target_log_probs) * (target_log_probs - log_probs))
+    return ops.sum(ops.exp(target_log_probs) * (target_log_probs - log_probs), axis=-1)
 
 
 def combine_terms(ce, kl, kl_weight, temperature):
@@ -127,8 +124,9 @@ def mutual_learning_terms(
     mimicry="pairwise",
     label_smoothing=0.0,
     peer_indices=None,
+    teacher_logits=None,
 ):
-    """Every requested peer's DML loss with its CE and KL parts.
+    """Every requested peer's loss with its CE and KL parts.
 
     Args:
         labels: int class ids, shape [batch] or [batch, 1]; labels < 0 mark
@@ -137,17 +135,23 @@ def mutual_learning_terms(
             float dtype; the loss is computed in float32.
         kl_weight: weight w of the mimicry term (0: independent training).
         temperature: T of the softened distributions in the KL term.
-        mimicry: "pairwise" averages KL(p_j || p_k) over the other peers j
-            (the paper's DML); "ensemble" uses one KL to the mean of the other
-            peers' distributions (the paper's DML_e).
+        mimicry: what each peer mimics: a name of `keras_dml.mimicry.NAMES`
+            or a `keras_dml.mimicry.Mimicry`. "pairwise" averages
+            KL(p_j || p_k) over the other peers j (the paper's DML);
+            "ensemble" uses one KL to the mean of the other peers'
+            distributions (the paper's DML_e).
         label_smoothing: label smoothing of the CE term.
         peer_indices: which peers to compute (default: all), e.g. `[k]` when
             only peer k is about to be updated.
+        teacher_logits: the K teachers' logits the targets are built from
+            (default: `logits_list`); methods that keep copies of the peers
+            ("temporal_mean", "codistillation") need the copies' logits.
 
     Returns:
         A list of `PeerLossTerms(loss, ce, kl)`, one per requested peer.
     """
     validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing)
+    method = mimicry_methods.get(mimicry)
     num_peers = len(logits_list)
     if num_peers < 2:
         raise ValueError(
@@ -155,42 +159,60 @@ def mutual_learning_terms(
             f"Received: {num_peers} logits tensor(s)."
         )
     logits_list = [ops.cast(z, "float32") for z in logits_list]
-    shapes = [tuple(z.shape) for z in logits_list]
-    if any(len(s) != 2 for s in shapes) or len({s[-1] for s in shapes}) != 1:
+    _check_shapes("logits", logits_list)
+    if teacher_logits is None:
+        if method.uses_peer_copies:
+            raise ValueError(
+                f"mimicry={mimicry_methods.name_of(method)!r} mimics copies of the "
+                "peers, not their current logits: pass `teacher_logits` (the "
+                "copies' logits), or train with MutualLearningModel, which keeps "
+                "the copies."
+            )
+        teacher_logits = logits_list
+    if len(teacher_logits) != num_peers:
         raise ValueError(
-            "Every peer's logits must be [batch, num_classes] with the same "
-            f"num_classes. Received shapes: {shapes}"
+            f"Got {len(teacher_logits)} teacher logits for {num_peers} peers."
         )
+    # The teachers are fixed targets: no gradient flows into any peer
+    # through another peer's loss.
+    teachers = [ops.stop_gradient(ops.cast(z, "float32")) for z in teacher_logits]
+    _check_shapes("teacher logits", teachers)
     if peer_indices is None:
         peer_indices = range(num_peers)
 
-    soft_log_probs = [ops.log_softmax(z / temperature, axis=-1) for z in logits_list]
-    # Peer j is a fixed target for every other peer: no gradient flows into it
-    # through another peer's loss.
-    targets = [ops.stop_gradient(lp) for lp in soft_log_probs]
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    targets = method.targets(labels, teachers, temperature)
+    if len(targets) != num_peers:
+        raise ValueError(
+            f"{type(method).__name__}.targets returned targets for {len(targets)} "
+            f"peers; the cohort has {num_peers}."
+        )
     num_examples = ops.cast(ops.shape(logits_list[0])[0], "float32")
-
     terms = []
     for k in peer_indices:
         ce_sum, num_labeled = sparse_cross_entropy_sum(
             labels, logits_list[k], label_smoothing
         )
-        others = [targets[j] for j in range(num_peers) if j != k]
-        if mimicry == "pairwise":
-            kl_sum = sum(kl_divergence_sum(t, soft_log_probs[k]) for t in others)
-            kl_sum = kl_sum / (num_peers - 1)
-        else:
-            # log(mean_j p_j), computed in log space.
-            mean_target = ops.logsumexp(ops.stack(others), axis=0) - math.log(
-                num_peers - 1
-            )
-            kl_sum = kl_divergence_sum(mean_target, soft_log_probs[k])
+        log_probs = ops.log_softmax(logits_list[k] / temperature, axis=-1)
+        kl_sum = 0.0
+        for target, weight in targets[k]:
+            per_example = kl_divergence(ops.stop_gradient(target), log_probs)
+            kl_sum = kl_sum + ops.sum(weight * per_example)
         ce = ops.divide_no_nan(ce_sum, num_labeled)
         kl = kl_sum / ops.maximum(num_examples, 1.0)
         terms.append(
             PeerLossTerms(combine_terms(ce, kl, kl_weight, temperature), ce, kl)
         )
     return terms
+
+
+def _check_shapes(what, logits_list):
+    shapes = [tuple(z.shape) for z in logits_list]
+    if any(len(s) != 2 for s in shapes) or len({s[-1] for s in shapes}) != 1:
+        raise ValueError(
+            f"Every peer's {what} must be [batch, num_classes] with the same "
+            f"num_classes. Received shapes: {shapes}"
+        )
 
 
 def mutual_learning_losses(
@@ -201,6 +223,7 @@ def mutual_learning_losses(
     temperature=1.0,
     mimicry="pairwise",
     label_smoothing=0.0,
+    teacher_logits=None,
 ):
     """The K per-peer Deep Mutual Learning losses.
 
@@ -225,5 +248,6 @@ def mutual_learning_losses(
         temperature=temperature,
         mimicry=mimicry,
         label_smoothing=label_smoothing,
+        teacher_logits=teacher_logits,
     )
     return [t.loss for t in terms]

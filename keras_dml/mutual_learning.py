@@ -8,37 +8,15 @@ import tensorflow as tf
 from keras import ops
 
 from keras_dml import losses as dml_losses
+from keras_dml import mimicry as mimicry_methods
 from keras_dml.cohort_metrics import CohortMetrics
 from keras_dml.fit_callbacks import with_cohort_callbacks
 from keras_dml.labels import checked_labels, label_errors
+from keras_dml.peer_calls import peer_logits, split_peer_output
 from keras_dml.peer_optimizers import PeerOptimizers
 
 UPDATE_MODES = ("simultaneous", "sequential")
 SUPPORTED_BACKENDS = ("tensorflow",)
-
-
-def split_peer_output(output, peer_name):
-    """`(logits, [auxiliary logits...])` from what a peer returns.
-
-    A peer returns its logits [batch, num_classes], or a dict with "logits"
-    and optionally "aux_logits" (a tensor or a list: auxiliary classifiers
-    trained with cross-entropy only, as GoogLeNet's) and any other entries
-    (e.g. an "embedding"), which training ignores.
-    """
-    if isinstance(output, dict):
-        if "logits" not in output:
-            raise ValueError(
-                f"Peer {peer_name!r} returns a dict without a 'logits' entry. "
-                f"Received keys: {sorted(output)}"
-            )
-        aux = output.get("aux_logits", [])
-        return output["logits"], list(aux) if isinstance(aux, (list, tuple)) else [aux]
-    if isinstance(output, (list, tuple)):
-        raise ValueError(
-            f"Peer {peer_name!r} returns {len(output)} outputs; a peer returns one "
-            "logits tensor [batch, num_classes], or a dict with a 'logits' entry."
-        )
-    return output, []
 
 
 def _symbolic_output(peer):
@@ -180,13 +158,6 @@ def _check_sizes(sizes):
         )
 
 
-def _call_takes_training(peer):
-    parameters = inspect.signature(peer.call).parameters
-    return "training" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
-
-
 def _uses_float16(peer):
     return any(
         getattr(layer, "compute_dtype", None) == "float16"
@@ -219,8 +190,12 @@ class MutualLearningModel(keras.Model):
         kl_weight: weight of the mimicry term; 0 trains every peer
             independently in the same loop (the baseline).
         temperature: softmax temperature T of the mimicry term.
-        mimicry: "pairwise" (the paper's DML: mean of the pairwise KLs) or
-            "ensemble" (the paper's DML_e: KL to the other peers' mean).
+        mimicry: what each peer mimics: a name ("pairwise", the paper's DML:
+            mean of the pairwise KLs; "ensemble", the paper's DML_e: KL to
+            the other peers' mean; "kdcl"; "temporal_mean";
+            "codistillation") or a `keras_dml.mimicry.Mimicry`, built in or
+            your own (see `keras_dml.mimicry`). `model.mimicry` is the
+            object.
         update: "simultaneous" (one forward pass of every peer, all peers
             updated from it) or "sequential" (the paper's Algorithm 1: peer k+1
             mimics the already-updated peers 1..k on the same mini-batch).
@@ -281,6 +256,14 @@ class MutualLearningModel(keras.Model):
             raise ValueError(
                 f"`update` must be one of {UPDATE_MODES}. Received: update={update!r}"
             )
+        mimicry = mimicry_methods.get(mimicry)
+        if update == "sequential" and not mimicry.supports_sequential:
+            raise ValueError(
+                f"mimicry={mimicry_methods.name_of(mimicry)!r} takes "
+                "update='simultaneous' only: its teachers are copies of the "
+                "peers that no peer's update changes within a step, so the "
+                "sequential order would give the same result at a higher cost."
+            )
         super().__init__(**kwargs)
         self.peers = peers
         self.num_classes = num_classes
@@ -294,6 +277,7 @@ class MutualLearningModel(keras.Model):
         self._compile_args = None
         self._built_input_shape = None
         if all(peer.built for peer in peers):
+            self.mimicry.setup(peers)
             self.built = True
 
     # ----------------------------------------------------------------- graph
@@ -314,6 +298,7 @@ class MutualLearningModel(keras.Model):
                 continue
             sizes[peer.name] = split_peer_output(output, peer.name)[0].shape[-1]
         _check_sizes(sizes)
+        self.mimicry.setup(self.peers)
         known = [size for size in sizes.values() if size is not None]
         if self.num_classes is None and known:
             self.num_classes = known[0]
@@ -335,6 +320,7 @@ class MutualLearningModel(keras.Model):
             # Peers without an Input were built by this first call; so is the
             # cohort (export and saving check it), for inputs like these.
             self._built_input_shape = tuple(keras.tree.flatten(inputs)[0].shape)
+            self.mimicry.setup(self.peers)
             self.built = True
         return outputs
 
@@ -581,7 +567,7 @@ class MutualLearningModel(keras.Model):
             )
         return x, y
 
-    def _terms(self, labels, logits, peer_indices=None):
+    def _terms(self, labels, logits, teachers, peer_indices=None):
         return dml_losses.mutual_learning_terms(
             labels,
             logits,
@@ -590,7 +576,13 @@ class MutualLearningModel(keras.Model):
             mimicry=self.mimicry,
             label_smoothing=self.label_smoothing,
             peer_indices=peer_indices,
+            teacher_logits=teachers,
         )
+
+    def _teachers(self, x, logits, training):
+        """The teachers' logits: the mimicry method's (by default the peers'
+        own), under stop-gradient."""
+        return self.mimicry.teacher_logits(self.peers, x, logits, training=training)
 
     def _peer_objective(self, k, terms, aux_logits, labels, counts):
         """Peer k's loss: `(this replica's share for the gradient, logged terms)`.
@@ -663,6 +655,9 @@ class MutualLearningModel(keras.Model):
 
     def train_step(self, data):
         x, y = self._unpack(data)
+        # Before the forward pass: a method's state (e.g. averaged weights)
+        # advances from the peers as they are before this step.
+        self.mimicry.begin_step(self.peers, self.optimizer.iterations)
         # Peer optimizers not built yet (peers that were unbuilt at compile
         # time) build themselves over their peer's variables on first apply.
         if self.update == "sequential":
@@ -682,9 +677,11 @@ class MutualLearningModel(keras.Model):
             logits = [z for z, _ in outputs]
             y = self._checked(y, logits)
             counts = self._counts(y)
+            with tape.stop_recording():
+                teachers = self._teachers(x, logits, training=True)
             objectives = [
                 self._peer_objective(k, t, outputs[k][1], y, counts)
-                for k, t in enumerate(self._terms(y, logits))
+                for k, t in enumerate(self._terms(y, logits, teachers))
             ]
             scaled = [
                 opt.scale_loss(loss)
@@ -704,7 +701,9 @@ class MutualLearningModel(keras.Model):
         only on peer k's weights, which are unchanged until peer k's own turn.
         After peer k is updated, its predictions are recomputed (without
         gradients, without touching BatchNorm statistics) as targets for the
-        peers after it: K + (K - 1) forward passes instead of K * K.
+        peers after it: K + (K - 1) forward passes instead of K * K. The
+        mimicry method builds peer k's targets from the logits of the peers
+        as they are at peer k's turn.
         """
         num_peers = len(self.peers)
         logged = [None] * num_peers
@@ -715,7 +714,9 @@ class MutualLearningModel(keras.Model):
             counts = self._counts(y)
             current = list(logits)
             for k in range(num_peers):
-                (terms,) = self._terms(y, current, peer_indices=[k])
+                with tape.stop_recording():
+                    teachers = self._teachers(x, current, training=True)
+                (terms,) = self._terms(y, current, teachers, peer_indices=[k])
                 loss, logged[k] = self._peer_objective(
                     k, terms, outputs[k][1], y, counts
                 )
@@ -723,28 +724,9 @@ class MutualLearningModel(keras.Model):
                 with tape.stop_recording():
                     self._apply_peer_gradients(k, tape, scaled_loss)
                     if k < num_peers - 1:
-                        current[k] = self._predict_without_side_effects(k, x)
+                        current[k] = peer_logits(self.peers[k], x)
         del tape
         return y, logits, logged
-
-    def _predict_without_side_effects(self, k, x):
-        """Training-mode logits of peer k with its current weights.
-
-        `stateless_call` returns the BatchNorm statistics it would have written
-        instead of assigning them, so the recomputation does not update them a
-        second time on the same batch.
-        """
-        peer = self.peers[k]
-        # Unlike `peer(...)`, `stateless_call` passes `training` on verbatim.
-        kwargs = {"training": True} if _call_takes_training(peer) else {}
-        output, _ = peer.stateless_call(
-            [v.value for v in peer.trainable_variables],
-            [v.value for v in peer.non_trainable_variables],
-            x,
-            **kwargs,
-        )
-        logits, _ = split_peer_output(output, peer.name)
-        return ops.stop_gradient(logits)
 
     def test_step(self, data):
         x, y = self._unpack(data)
@@ -752,9 +734,10 @@ class MutualLearningModel(keras.Model):
         logits = [z for z, _ in self._forward(x, training=False)]
         y = self._checked(y, logits)
         counts = self._counts(y)
+        teachers = self._teachers(x, logits, training=False)
         logged = [
             self._peer_objective(k, t, [], y, counts)[1]
-            for k, t in enumerate(self._terms(y, logits))
+            for k, t in enumerate(self._terms(y, logits, teachers))
         ]
         return self._record(y, logits, logged)
 
@@ -792,7 +775,7 @@ class MutualLearningModel(keras.Model):
                 "peers": [keras.saving.serialize_keras_object(p) for p in self.peers],
                 "kl_weight": self.kl_weight,
                 "temperature": self.temperature,
-                "mimicry": self.mimicry,
+                "mimicry": keras.saving.serialize_keras_object(self.mimicry),
                 "update": self.update,
                 "label_smoothing": self.label_smoothing,
                 "aux_loss_weight": self.aux_loss_weight,
@@ -808,6 +791,10 @@ class MutualLearningModel(keras.Model):
             keras.saving.deserialize_keras_object(p, custom_objects=custom_objects)
             for p in config.pop("peers")
         ]
+        if isinstance(config.get("mimicry"), dict):
+            config["mimicry"] = keras.saving.deserialize_keras_object(
+                config["mimicry"], custom_objects=custom_objects
+            )
         return cls(peers, **config)
 
 

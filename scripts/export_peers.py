@@ -36,6 +36,12 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_bool("include_ensemble", True, "Also export the peers' ensemble.")
 flags.DEFINE_bool("overwrite", False, "Replace existing version folders.")
+flags.DEFINE_bool(
+    "use_averaged",
+    False,
+    "Export the peers' weight averages (a cohort trained with "
+    "--mimicry=temporal_mean) instead of the peers.",
+)
 flags.mark_flags_as_required(["model", "export_dir"])
 
 
@@ -58,6 +64,7 @@ def main(argv):
             include_ensemble=FLAGS.include_ensemble,
             preprocessing=preprocessing,
             overwrite=FLAGS.overwrite,
+            use_averaged=FLAGS.use_averaged,
         )
     for name, path in written.items():
         print(f"{name}: {path}")

@@ -9,10 +9,14 @@ import keras_dml
 from tests.helpers import data, dense_peer
 
 
-def _train(strategy, initial_weights, x, y, update, compile_in_scope=True):
+def _train(
+    strategy, initial_weights, x, y, update, compile_in_scope=True, mimicry="pairwise"
+):
     with strategy.scope():
         peers = [dense_peer(1), dense_peer(2), dense_peer(3)]
-        model = keras_dml.MutualLearningModel(peers, kl_weight=1.5, update=update)
+        model = keras_dml.MutualLearningModel(
+            peers, kl_weight=1.5, update=update, mimicry=_method(mimicry)
+        )
     if compile_in_scope:
         with strategy.scope():
             model.compile(keras.optimizers.SGD(0.2, momentum=0.9), metrics=["accuracy"])
@@ -24,11 +28,29 @@ def _train(strategy, initial_weights, x, y, update, compile_in_scope=True):
     return model, history
 
 
+def _method(name):
+    # Copies that change within the test's 8 steps.
+    arguments = {
+        "temporal_mean": {"decay": 0.5},
+        "codistillation": {"refresh_steps": 3},
+    }
+    return keras_dml.mimicry.get(name, **arguments.get(name, {}))
+
+
 @pytest.mark.parametrize(
-    "update,compile_in_scope",
-    [("simultaneous", True), ("sequential", True), ("simultaneous", False)],
+    "update,compile_in_scope,mimicry",
+    [
+        ("simultaneous", True, "pairwise"),
+        ("sequential", True, "pairwise"),
+        ("simultaneous", False, "pairwise"),
+        ("sequential", True, "kdcl"),
+        ("simultaneous", True, "temporal_mean"),
+        ("simultaneous", True, "codistillation"),
+    ],
 )
-def test_mirrored_matches_one_device_on_the_global_batch(update, compile_in_scope):
+def test_mirrored_matches_one_device_on_the_global_batch(
+    update, compile_in_scope, mimicry
+):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) == 2, "conftest.py should configure two logical CPUs"
     x, y = data(32, seed=21)
@@ -38,15 +60,26 @@ def test_mirrored_matches_one_device_on_the_global_batch(update, compile_in_scop
     for start in range(0, 32, 8):
         y[start : start + 3] = -1
     initial = keras_dml.MutualLearningModel(
-        [dense_peer(1), dense_peer(2), dense_peer(3)]
+        [dense_peer(1), dense_peer(2), dense_peer(3)], mimicry=_method(mimicry)
     ).get_weights()
 
     mirrored, mirrored_history = _train(
-        tf.distribute.MirroredStrategy(devices), initial, x, y, update, compile_in_scope
+        tf.distribute.MirroredStrategy(devices),
+        initial,
+        x,
+        y,
+        update,
+        compile_in_scope,
+        mimicry,
     )
     assert mirrored.distribute_strategy.num_replicas_in_sync == 2
     single, single_history = _train(
-        tf.distribute.OneDeviceStrategy(devices[0]), initial, x, y, update
+        tf.distribute.OneDeviceStrategy(devices[0]),
+        initial,
+        x,
+        y,
+        update,
+        mimicry=mimicry,
     )
     for a, b in zip(mirrored.get_weights(), single.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

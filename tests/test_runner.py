@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 from absl import flags
@@ -107,6 +108,31 @@ def test_invalid_settings_are_all_named():
     assert "--update must be one of simultaneous, sequential" in message
 
 
+def test_mimicry_arguments_are_checked_against_the_method():
+    with pytest.raises(ValueError) as error:
+        settings.resolve(
+            {
+                "model_dir": "x",
+                "mimicry": "temporal_mean",
+                "update": "sequential",
+                "refresh_steps": 5,
+                "teacher_decay": 1.0,
+                "kdcl_variant": "max",
+            }
+        )
+    message = str(error.value)
+    assert "--refresh_steps applies to --mimicry=codistillation only" in message
+    assert "--kdcl_variant applies to --mimicry=kdcl only" in message
+    assert "--kdcl_variant must be one of min_logit, naive. Received: max" in message
+    assert "--teacher_decay must be in [0, 1)" in message
+    assert "--mimicry=temporal_mean takes --update=simultaneous only" in message
+    config = settings.resolve(
+        {"model_dir": "x", "mimicry": "codistillation", "refresh_steps": 7}
+    )
+    assert settings.mimicry_arguments(config) == {"refresh_steps": 7}
+    assert settings.mimicry_arguments(config.replace(mimicry="kdcl")) == {}
+
+
 def test_settings_round_trip_through_config_json(tmp_path):
     config = settings.resolve(
         {"dataset": "folder", "model_dir": str(tmp_path), "image_size": (48, 40)}
@@ -180,6 +206,36 @@ def test_folder_dataset_trains_and_resumes_exactly(tmp_path):
         [r["loss"] for r in results["history"]],
         rtol=1e-6,
     )
+
+
+@pytest.mark.slow
+def test_a_stateful_mimicry_resumes_exactly(tmp_path):
+    """The weight averages are in every checkpoint: one epoch, then the
+    second as a resumed run, gives the uninterrupted run's losses and
+    averages."""
+    given = dict(
+        dataset="digits",
+        smoke_test=True,
+        mimicry="temporal_mean",
+        teacher_decay=0.5,
+        epochs=2,
+        deterministic=True,
+        export=False,
+    )
+    results = _smoke(tmp_path / "a", **given)
+    assert results["run"] == "temporal_mean"
+    _smoke(tmp_path / "b", **{**given, "epochs": 1})
+    resumed = _smoke(tmp_path / "b", **given)
+    assert [r["loss"] for r in resumed["history"]] == [
+        r["loss"] for r in results["history"]
+    ]
+    cohorts = [
+        keras.saving.load_model(tmp_path / run / "run" / "cohort.keras", compile=False)
+        for run in ("a", "b")
+    ]
+    assert len(cohorts[0].mimicry.weights) > 0
+    for a, b in zip(cohorts[0].mimicry.weights, cohorts[1].mimicry.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_folder_errors_name_the_path(tmp_path):

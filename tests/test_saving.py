@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_dml
+from keras_dml.mimicry import name_of
 from tests.helpers import assert_weights_close, data, dense_peer
 
 
@@ -41,7 +42,13 @@ def test_config_round_trip():
     config = model.get_config()
     clone = keras_dml.MutualLearningModel.from_config(config)
     assert clone.get_config() == config
-    assert (clone.kl_weight, clone.temperature, clone.mimicry, clone.update) == (
+    assert clone.mimicry.get_config() == model.mimicry.get_config()
+    assert (
+        clone.kl_weight,
+        clone.temperature,
+        name_of(clone.mimicry),
+        clone.update,
+    ) == (
         0.5,
         2.0,
         "ensemble",
@@ -57,7 +64,12 @@ def test_keras_file_round_trip_restores_weights_optimizers_and_training(tmp_path
     loaded = keras.saving.load_model(path)
 
     assert isinstance(loaded, keras_dml.MutualLearningModel)
-    assert (loaded.kl_weight, loaded.temperature, loaded.mimicry, loaded.update) == (
+    assert (
+        loaded.kl_weight,
+        loaded.temperature,
+        name_of(loaded.mimicry),
+        loaded.update,
+    ) == (
         0.5,
         2.0,
         "ensemble",

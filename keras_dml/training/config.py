@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
-from keras_dml.losses import MIMICRY_MODES
+from keras_dml import mimicry as mimicry_methods
 from keras_dml.training.strategies import STRATEGIES
 
 UPDATE_MODES = ("simultaneous", "sequential")
@@ -165,10 +165,38 @@ SETTINGS = (
     _s(
         "mimicry",
         "pairwise",
-        "KL to each other peer (pairwise) or to their mean (ensemble).",
+        "What each peer mimics: each other peer (pairwise, DML), their mean "
+        "(ensemble, DML_e), one teacher from all peers (kdcl), the other peers' "
+        "weight averages (temporal_mean) or their stale copies (codistillation); "
+        "README lists the papers.",
         "str",
         "dml",
-        choices=MIMICRY_MODES,
+        choices=mimicry_methods.NAMES,
+    ),
+    _s(
+        "kdcl_variant",
+        None,
+        "KDCL's teacher (--mimicry=kdcl): min_logit (per class, the smallest "
+        "margin to the true class over the peers) or naive (the peer with the "
+        "lowest cross-entropy); none: min_logit.",
+        "str",
+        "dml",
+    ),
+    _s(
+        "teacher_decay",
+        None,
+        "Decay of the weight averages the peers mimic (--mimicry=temporal_mean); "
+        "they average over about 1 / (1 - decay) steps. none: 0.999.",
+        "float",
+        "dml",
+    ),
+    _s(
+        "refresh_steps",
+        None,
+        "Steps between refreshes of the stale copies the peers mimic "
+        "(--mimicry=codistillation; 1 is DML). none: 100.",
+        "int",
+        "dml",
     ),
     _s(
         "update",
@@ -310,6 +338,13 @@ SETTINGS = (
     ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
+# The settings that are one mimicry method's arguments: setting -> (method,
+# argument of its class in keras_dml.mimicry).
+MIMICRY_ARGUMENTS = {
+    "kdcl_variant": ("kdcl", "variant"),
+    "teacher_decay": ("temporal_mean", "decay"),
+    "refresh_steps": ("codistillation", "refresh_steps"),
+}
 GROUPS = (
     "run",
     "data",
@@ -402,6 +437,46 @@ def resolve(given):
     return config
 
 
+def mimicry_arguments(config):
+    """`{argument: value}` of the run's mimicry method, from the settings
+    given (the method's own defaults for the others)."""
+    return {
+        argument: getattr(config, name)
+        for name, (method, argument) in MIMICRY_ARGUMENTS.items()
+        if method == config.mimicry and getattr(config, name) is not None
+    }
+
+
+def _mimicry_problems(config):
+    problems = []
+    for name, (method, _) in MIMICRY_ARGUMENTS.items():
+        if getattr(config, name) is not None and config.mimicry != method:
+            problems.append(
+                f"--{name} applies to --mimicry={method} only (received "
+                f"--mimicry={config.mimicry})."
+            )
+    variant = config.kdcl_variant
+    if variant is not None and variant not in mimicry_methods.KDCL_VARIANTS:
+        problems.append(
+            f"--kdcl_variant must be one of "
+            f"{', '.join(mimicry_methods.KDCL_VARIANTS)}. Received: {variant}"
+        )
+    decay = config.teacher_decay
+    if decay is not None and not 0 <= decay < 1:
+        problems.append(f"--teacher_decay must be in [0, 1). Received: {decay}")
+    steps = config.refresh_steps
+    if steps is not None and steps < 1:
+        problems.append(f"--refresh_steps must be >= 1. Received: {steps}")
+    if config.mimicry in mimicry_methods.NAMES:
+        method = mimicry_methods.get(config.mimicry)
+        if config.update == "sequential" and not method.supports_sequential:
+            problems.append(
+                f"--mimicry={config.mimicry} takes --update=simultaneous only: its "
+                "teachers are copies that no peer's update changes within a step."
+            )
+    return problems
+
+
 def validate(config):
     """Raises ValueError naming every setting that cannot work."""
     from keras_dml import models
@@ -453,6 +528,7 @@ def validate(config):
             f"--train_size applies to --dataset=digits only (received "
             f"--dataset={config.dataset}); use --steps_per_epoch to shorten epochs."
         )
+    problems += _mimicry_problems(config)
     if config.cpu_threads is not None and config.cpu_threads < 0:
         problems.append(f"--cpu_threads must be >= 0. Received: {config.cpu_threads}")
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:

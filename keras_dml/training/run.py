@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_dml import files, models
+from keras_dml import mimicry as mimicry_methods
 from keras_dml.cpu_threads import configure_cpu_threads
 from keras_dml.data import datasets
 from keras_dml.data.epochs import resolve_seed
@@ -259,7 +260,9 @@ def build_cohort(config, data, steps_per_epoch):
         peers,
         kl_weight=0.0 if config.independent else config.kl_weight,
         temperature=config.temperature,
-        mimicry=config.mimicry,
+        mimicry=mimicry_methods.get(
+            config.mimicry, **settings.mimicry_arguments(config)
+        ),
         update=config.update,
         label_smoothing=config.label_smoothing,
     )
@@ -283,7 +286,10 @@ def _training_data(config, data, strategy, initial_epoch):
 
 
 def run_label(config):
-    return "independent" if config.independent or config.kl_weight == 0 else "DML"
+    """"independent", "DML" (pairwise mimicry) or the mimicry method's name."""
+    if config.independent or config.kl_weight == 0:
+        return "independent"
+    return "DML" if config.mimicry == "pairwise" else config.mimicry
 
 
 def _reports(config, write_to, model, history, evaluation, started, strategy, steps):

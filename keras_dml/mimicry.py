@@ -1,0 +1,554 @@
+"""Where each peer's soft target comes from: DML and its online-distillation
+family, each one small class.
+
+Every method here trains K peers together without a pre-trained teacher;
+they differ only in what peer k mimics. A `Mimicry` gives, for every peer k,
+the distributions it mimics with their weights, and the cohort adds
+
+    kl_weight * T^2 * mean over the batch of  sum_{(t, w)} w * KL(sg(t) || p_k)
+
+to peer k's cross-entropy, with p_k = softmax(z_k / T) and sg() stop-gradient.
+Training step, logs (`peer{i}_kl`), update orders, distribution, mixed
+precision, saving and resume are the same for every method.
+
+Built in (`get(name)`; `NAMES`):
+
+- "pairwise" `Pairwise`: DML (Zhang et al., CVPR 2018).
+- "ensemble" `Ensemble`: DML_e, from the same paper.
+- "kdcl" `KDCL`: KDCL (Guo et al., CVPR 2020), one teacher from all peers.
+- "temporal_mean" `TemporalMean`: each peer mimics the others' weight
+  averages (PCL, Wu & Gong, AAAI 2021; mean teacher).
+- "codistillation" `Codistillation`: each peer mimics stale copies of the
+  others (Anil et al., ICLR 2018).
+
+A method of your own subclasses `Mimicry` and overrides `targets`:
+
+```python
+@keras.saving.register_keras_serializable(package="my_project")
+class MeanLogits(keras_dml.mimicry.Mimicry):
+    # Every peer mimics the softmax of the peers' mean logits.
+    def targets(self, labels, teacher_logits, temperature):
+        mean = keras.ops.mean(keras.ops.stack(teacher_logits), axis=0)
+        target = keras.ops.log_softmax(mean / temperature, axis=-1)
+        return [[(target, 1.0)] for _ in teacher_logits]
+
+model = keras_dml.MutualLearningModel(peers, mimicry=MeanLogits())
+```
+
+Arguments of its own go into `__init__` and `get_config`, as for any Keras
+layer. A method whose teachers are not the peers themselves overrides
+`teacher_logits` too (see `PeerCopies`).
+"""
+
+import contextlib
+import math
+import numbers
+
+import keras
+from keras import ops
+
+from keras_dml.labels import labeled_mask
+from keras_dml.peer_calls import peer_logits
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class Mimicry(keras.layers.Layer):
+    """Base class of the mimicry methods: each peer's soft targets.
+
+    A Keras layer so that a method's state (e.g. `TemporalMean`'s averaged
+    weights) is part of the cohort's weights: saved in `.keras` files and
+    checkpoints, restored on resume, placed by the distribution strategy. It
+    is never called as a layer.
+
+    Subclasses override `targets`; stateful ones also `setup`, `begin_step`
+    and `teacher_logits`.
+
+    Class attributes:
+        supports_sequential: whether `update="sequential"` (the paper's
+            Algorithm 1: peer k+1 mimics the already-updated peers 1..k)
+            means anything for this method; the cohort refuses it otherwise.
+        uses_peer_copies: the teachers are copies of the peers kept by the
+            method, not the peers' current logits.
+    """
+
+    supports_sequential = True
+    uses_peer_copies = False
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("name", _default_name(type(self)))
+        super().__init__(trainable=False, **kwargs)
+        self.built = True  # State, if any, is created by `setup`.
+
+    def setup(self, peers):
+        """Creates the method's state over the (built) peers; called once by
+        the cohort. Stateless methods need nothing."""
+        del peers
+
+    def begin_step(self, peers, step):
+        """Called at the start of every training step, before the peers'
+        forward pass: where a stateful method advances its state.
+
+        Args:
+            peers: the cohort's peers, as they are before this step.
+            step: the number of training steps taken before this one.
+        """
+        del peers, step
+
+    def teacher_logits(self, peers, inputs, logits, training=True):
+        """The K teachers' logits for this batch, under stop-gradient.
+
+        Args:
+            peers: the cohort's peers.
+            inputs: the batch's inputs.
+            logits: the peers' logits on `inputs` (in the sequential order,
+                those of the peers as they are at the current peer's turn).
+            training: False in evaluation (`evaluate`, validation).
+
+        Returns:
+            A list of K tensors [batch, num_classes]; by default the peers'
+            own logits.
+        """
+        del peers, inputs, training
+        return [ops.stop_gradient(z) for z in logits]
+
+    def targets(self, labels, teacher_logits, temperature):
+        """Every peer's soft targets.
+
+        Args:
+            labels: int32 class ids [batch]; < 0 marks an unlabeled example.
+            teacher_logits: K float32 tensors [batch, num_classes] (from
+                `teacher_logits`), under stop-gradient.
+            temperature: the softmax temperature T.
+
+        Returns:
+            A list over the K peers; entry k is a list of
+            `(target_log_probs [batch, num_classes], weight)` pairs: peer k
+            minimises `sum weight * KL(target || softmax(z_k / T))`. A weight
+            is a number or a [batch] tensor.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `targets(labels, "
+            "teacher_logits, temperature)`."
+        )
+
+    def call(self, *args, **kwargs):
+        raise TypeError(
+            f"A {type(self).__name__} is not called; pass it to "
+            "MutualLearningModel(mimicry=...)."
+        )
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def _default_name(cls):
+    for name, known in _BUILT_IN.items():
+        if cls is known:
+            return name
+    return None  # Keras derives one from the class name.
+
+
+def _soft_log_probs(teacher_logits, temperature):
+    return [ops.log_softmax(z / temperature, axis=-1) for z in teacher_logits]
+
+
+def _pairwise_targets(log_probs):
+    num_peers = len(log_probs)
+    return [
+        [(log_probs[j], 1.0 / (num_peers - 1)) for j in range(num_peers) if j != k]
+        for k in range(num_peers)
+    ]
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class Pairwise(Mimicry):
+    """DML: peer k mimics every other peer, the mean of the pairwise KLs.
+
+        KL term of peer k = 1/(K-1) * sum_{j != k} KL(sg(p_j) || p_k),
+        p_j = softmax(z_j / T)
+
+    Reference:
+        Zhang, Xiang, Hospedales, Lu. "Deep Mutual Learning". CVPR 2018.
+        https://arxiv.org/abs/1706.00384
+    """
+
+    def targets(self, labels, teacher_logits, temperature):
+        return _pairwise_targets(_soft_log_probs(teacher_logits, temperature))
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class Ensemble(Mimicry):
+    """DML_e: peer k mimics the mean of the other peers' distributions.
+
+        KL term of peer k = KL(sg(1/(K-1) * sum_{j != k} p_j) || p_k)
+
+    The DML paper reports it did worse than `Pairwise`; it is offered for
+    comparison. With K = 2 the two are the same.
+
+    Reference:
+        Zhang, Xiang, Hospedales, Lu. "Deep Mutual Learning". CVPR 2018.
+    """
+
+    def targets(self, labels, teacher_logits, temperature):
+        log_probs = _soft_log_probs(teacher_logits, temperature)
+        num_peers = len(log_probs)
+        targets = []
+        for k in range(num_peers):
+            others = ops.stack([lp for j, lp in enumerate(log_probs) if j != k])
+            # log(mean_j p_j), in log space.
+            mean = ops.logsumexp(others, axis=0) - math.log(num_peers - 1)
+            targets.append([(mean, 1.0)])
+        return targets
+
+
+KDCL_VARIANTS = ("min_logit", "naive")
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class KDCL(Mimicry):
+    """KDCL: every peer mimics one teacher built from all peers' logits
+    (each peer's own included), softened by the temperature.
+
+        KL term of peer k = KL(sg(softmax(z_t / T)) || p_k)
+
+    Teacher logits z_t, per example with label y (the paper's variants):
+
+    - "min_logit" (KDCL-MinLogit): for every class c, the smallest margin to
+      the true class over the peers, z_t[c] = min_m (z_m[c] - z_m[y]). So
+      z_t[y] = 0, and every other class is as far below the true class as
+      the most confident peer puts it.
+    - "naive" (KDCL-Naive): the logits of the peer with the lowest
+      cross-entropy on this example, z_t = z_m*, m* = argmin_m CE(z_m, y)
+      (ties: the lower peer index).
+
+    Both need the label. An unlabeled example (label < 0) takes the mean of
+    the peers' logits, z_t = 1/K sum_m z_m (the paper's linear ensemble with
+    equal weights), which needs none.
+
+    The paper's other variants (KDCL-Linear and KDCL-General) fit ensemble
+    weights on held-out data; they are not here. Nor is its per-peer input
+    distortion: every peer sees the same augmented batch, as in DML.
+
+    Args:
+        variant: "min_logit" or "naive".
+
+    Reference:
+        Guo, Wang, Wu, Yu, Liang, Hu, Luo. "Online Knowledge Distillation via
+        Collaborative Learning". CVPR 2020.
+    """
+
+    def __init__(self, variant="min_logit", **kwargs):
+        if variant not in KDCL_VARIANTS:
+            raise ValueError(
+                f"KDCL `variant` must be one of {KDCL_VARIANTS}. "
+                f"Received: variant={variant!r}"
+            )
+        super().__init__(**kwargs)
+        self.variant = variant
+
+    def teacher(self, labels, teacher_logits):
+        """The teacher's logits z_t [batch, num_classes]."""
+        safe_labels, mask = labeled_mask(labels)
+        stacked = ops.stack(teacher_logits)  # [K, batch, classes]
+        index = safe_labels[None, :, None]
+        if self.variant == "min_logit":
+            true_logit = ops.take_along_axis(stacked, index, axis=-1)
+            labeled = ops.min(stacked - true_logit, axis=0)
+        else:
+            log_probs = ops.log_softmax(stacked, axis=-1)
+            true_log_prob = ops.take_along_axis(log_probs, index, axis=-1)[..., 0]
+            best = ops.argmax(true_log_prob, axis=0)  # Lowest CE; first on ties.
+            labeled = ops.take_along_axis(stacked, best[None, :, None], axis=0)[0]
+        unlabeled = ops.mean(stacked, axis=0)
+        return ops.where(mask[:, None] > 0, labeled, unlabeled)
+
+    def targets(self, labels, teacher_logits, temperature):
+        z_t = self.teacher(labels, teacher_logits)
+        target = ops.log_softmax(z_t / temperature, axis=-1)
+        return [[(target, 1.0)] for _ in teacher_logits]
+
+    def get_config(self):
+        return {**super().get_config(), "variant": self.variant}
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class PeerCopies(Mimicry):
+    """Base of the methods whose teachers are copies of the peers' weights.
+
+    Keeps one copy of every floating-point variable of every peer (weights
+    and BatchNorm statistics; integer state such as a dropout seed is the
+    peer's own). At the start of each training step, before the peers'
+    forward pass, `advance` gives each copy its new value from the peer's
+    current one; the teachers' logits are then a training-mode pass of each
+    peer with its copy's values (no statistics updated), and peer k mimics
+    the other peers' copies as in `Pairwise`:
+
+        KL term of peer k = 1/(K-1) * sum_{j != k} KL(sg(q_j) || p_k),
+        q_j = softmax(f(x; copy of peer j) / T)
+
+    The copies are variables of this layer: saved with the cohort, in every
+    checkpoint, and restored on resume, so a resumed run continues bit for
+    bit. They cost one more forward pass per peer per step, without a
+    backward pass, and the memory of the peers' weights once more.
+
+    The teachers do not change while the peers are updated within a step, so
+    the sequential order would give the simultaneous result at a higher
+    cost: these methods take `update="simultaneous"` only.
+    """
+
+    supports_sequential = False
+    uses_peer_copies = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.built = False  # Until `setup` has made the copies.
+        self._layout = None
+
+    def setup(self, peers):
+        if self._layout is not None:
+            sizes = [
+                len(p.trainable_variables) + len(p.non_trainable_variables)
+                for p in peers
+            ]
+            if [len(group) for group in self._layout] != sizes:
+                raise ValueError(
+                    f"This {type(self).__name__} already holds copies of another "
+                    "cohort's peers; give each MutualLearningModel its own."
+                )
+            return
+        layout = []
+        for k, peer in enumerate(peers):
+            group = []
+            variables = [*peer.trainable_variables, *peer.non_trainable_variables]
+            for i, variable in enumerate(variables):
+                if not _is_float(variable):
+                    group.append(None)
+                    continue
+                self.add_weight(
+                    shape=variable.shape,
+                    dtype=variable.dtype,
+                    initializer=keras.initializers.Constant(variable.numpy()),
+                    trainable=False,
+                    autocast=False,
+                    # Every replica computes the same value.
+                    aggregation="only_first_replica",
+                    name=f"peer{k}_copy{i}",
+                )
+                group.append(len(self.weights) - 1)
+            layout.append(tuple(group))
+        # Indices into `self.weights`: a list of variables here would be
+        # tracked a second time.
+        self._layout = tuple(layout)
+        self.built = True
+
+    def copies(self, k):
+        """Peer k's copies, in the order of its trainable then non-trainable
+        variables (None where the peer's own variable is used)."""
+        if self._layout is None:
+            raise ValueError(
+                f"{type(self).__name__} has no copies yet: the cohort makes them "
+                "once its peers are built."
+            )
+        weights = self.weights
+        return [None if i is None else weights[i] for i in self._layout[k]]
+
+    def advance(self, copy, current, step):
+        """A copy's new value at the start of training step `step` (0-based),
+        from its old value and the peer's current one."""
+        raise NotImplementedError
+
+    def begin_step(self, peers, step):
+        for k, peer in enumerate(peers):
+            variables = [*peer.trainable_variables, *peer.non_trainable_variables]
+            for variable, copy in zip(variables, self.copies(k)):
+                if copy is not None:
+                    copy.assign(self.advance(copy.value, variable.value, step))
+
+    def teacher_logits(self, peers, inputs, logits, training=True):
+        """The copies' logits, in the mode of the step.
+
+        In evaluation the copies run in inference mode, so the validation
+        `peer{i}_kl` is each peer's KL to the other peers' copies.
+        """
+        del logits
+        teachers = []
+        for k, peer in enumerate(peers):
+            variables = [*peer.trainable_variables, *peer.non_trainable_variables]
+            values = [
+                variable.value if copy is None else copy.value
+                for variable, copy in zip(variables, self.copies(k))
+            ]
+            split = len(peer.trainable_variables)
+            teachers.append(
+                peer_logits(peer, inputs, values[:split], values[split:], training)
+            )
+        return teachers
+
+    def targets(self, labels, teacher_logits, temperature):
+        return _pairwise_targets(_soft_log_probs(teacher_logits, temperature))
+
+    @contextlib.contextmanager
+    def peers_as_copies(self, peers):
+        """Within the block, every peer holds its copy's values; its own are
+        put back afterwards (also after an error)."""
+        saved = []
+        try:
+            for k, peer in enumerate(peers):
+                variables = [*peer.trainable_variables, *peer.non_trainable_variables]
+                for variable, copy in zip(variables, self.copies(k)):
+                    if copy is not None:
+                        saved.append((variable, variable.numpy()))
+                        variable.assign(copy.value)
+            yield peers
+        finally:
+            for variable, value in saved:
+                variable.assign(value)
+
+
+def _is_float(variable):
+    return "float" in str(variable.dtype)
+
+
+def _check_number(name, value, low, high, low_open=False, integer=False):
+    kind = numbers.Integral if integer else numbers.Real
+    ok = (
+        isinstance(value, kind)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and value <= high
+    )
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low}, {high}]"
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"`{name}` must be {what} in {bounds}. Received: {value!r}")
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class TemporalMean(PeerCopies):
+    """Temporal mean teachers: peer k mimics the other peers' exponential
+    moving averages of their weights.
+
+    Each peer j keeps w_ema_j, updated at the start of every training step t
+    (0-based) from the peer's current weights w_j:
+
+        w_ema_j <- a_t * w_ema_j + (1 - a_t) * w_j,
+        a_t = min(decay, 1 - 1 / (t + 1))
+
+    The ramp of a_t is mean teacher's: the first step copies the weights and
+    early averages are plain means, so a young average is not dominated by
+    the random initialization. The teacher of step t is therefore the average
+    of the weights after steps 0..t-1, as in mean teacher; the averaged peers
+    after training include every update but the last.
+
+    The averages are often better models than the peers: export them with
+    `keras_dml.export.export_peers(model, ..., use_averaged=True)`, or use
+    them in a block `with model.mimicry.peers_as_copies(model.peers):`.
+
+    Args:
+        decay: the averaging decay in [0, 1); the teachers average over
+            roughly the last 1 / (1 - decay) steps.
+
+    References:
+        Wu, Gong. "Peer Collaborative Learning for Online Knowledge
+        Distillation". AAAI 2021. https://arxiv.org/abs/2006.04147
+        Tarvainen, Valpola. "Mean teachers are better role models". NeurIPS
+        2017. https://arxiv.org/abs/1703.01780
+    """
+
+    def __init__(self, decay=0.999, **kwargs):
+        _check_number("decay", decay, 0, 1)
+        if decay == 1:
+            raise ValueError(
+                "`decay` must be < 1: at 1 the averages never move from the "
+                "initial weights. Received: decay=1"
+            )
+        super().__init__(**kwargs)
+        self.decay = float(decay)
+
+    def advance(self, copy, current, step):
+        step = ops.cast(step, "float32")
+        rate = ops.minimum(self.decay, 1.0 - 1.0 / (step + 1.0))
+        rate = ops.cast(rate, current.dtype)
+        return rate * copy + (1 - rate) * current
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay}
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class Codistillation(PeerCopies):
+    """Codistillation: peer k mimics stale copies of the other peers,
+    refreshed every `refresh_steps` training steps.
+
+        copy_j <- w_j at the start of steps 0, N, 2N, ...
+
+    With N = 1 the copies are the peers themselves and this is DML
+    (`Pairwise`), bit for bit on peers without dropout.
+
+    Multi-worker training: in the paper each peer is trained by its own
+    group of workers on its own data, and only weights cross between the
+    groups, every N steps (a checkpoint the other groups load), which is
+    what makes the exchange cheap. Here the whole cohort is data-parallel:
+    every replica holds every peer and the copies, and a refresh is a local
+    copy. The math is codistillation's with the peers fed the same batches;
+    the cost of distillation is one forward pass of the copies per step,
+    whatever N is.
+
+    Args:
+        refresh_steps: N >= 1, the steps between refreshes.
+
+    Reference:
+        Anil, Pereyra, Passos, Ormandi, Dahl, Hinton. "Large scale distributed
+        neural network training through online distillation". ICLR 2018.
+        https://arxiv.org/abs/1804.03235
+    """
+
+    def __init__(self, refresh_steps=100, **kwargs):
+        _check_number("refresh_steps", refresh_steps, 1, math.inf, integer=True)
+        super().__init__(**kwargs)
+        self.refresh_steps = int(refresh_steps)
+
+    def advance(self, copy, current, step):
+        refresh = ops.equal(ops.mod(step, self.refresh_steps), 0)
+        return ops.where(refresh, current, copy)
+
+    def get_config(self):
+        return {**super().get_config(), "refresh_steps": self.refresh_steps}
+
+
+_BUILT_IN = {
+    "pairwise": Pairwise,
+    "ensemble": Ensemble,
+    "kdcl": KDCL,
+    "temporal_mean": TemporalMean,
+    "codistillation": Codistillation,
+}
+NAMES = tuple(_BUILT_IN)
+
+
+def get(identifier, **arguments):
+    """A `Mimicry` from a name of `NAMES` (with the method's `arguments`), a
+    serialized config, or a `Mimicry` (returned as it is).
+
+    Raises:
+        ValueError: an unknown name or another kind of value.
+    """
+    if isinstance(identifier, Mimicry):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str) and identifier in _BUILT_IN:
+        return _BUILT_IN[identifier](**arguments)
+    raise ValueError(
+        f"`mimicry` must be one of {NAMES} or a keras_dml.mimicry.Mimicry. "
+        f"Received: mimicry={identifier!r}"
+    )
+
+
+def name_of(mimicry):
+    """The registry name of a built-in method, else the class name."""
+    for name, cls in _BUILT_IN.items():
+        if type(mimicry) is cls:
+            return name
+    return type(mimicry).__name__
