@@ -80,8 +80,10 @@ class Mimicry(keras.layers.Layer):
         self.built = True  # State, if any, is created by `setup`.
 
     def setup(self, peers):
-        """Creates the method's state over the (built) peers; called once by
-        the cohort. Stateless methods need nothing."""
+        """Creates the method's state over the (built) peers. The cohort
+        calls it when its peers are built, possibly more than once: a second
+        call for the same peers must change nothing. Stateless methods need
+        nothing."""
         del peers
 
     def begin_step(self, peers, step):
@@ -182,8 +184,12 @@ class Ensemble(Mimicry):
 
         KL term of peer k = KL(sg(1/(K-1) * sum_{j != k} p_j) || p_k)
 
-    The DML paper reports it did worse than `Pairwise`; it is offered for
-    comparison. With K = 2 the two are the same.
+    It trains exactly as `Pairwise`, for any K: with stop-gradient targets
+    the gradient of KL(t || p_k) in peer k's logits, (p_k - t) / T, is linear
+    in the target t, so the KL to the mean of the targets and the mean of the
+    KLs to each have the same gradient. Only the logged KL differs (it is
+    smaller). The DML paper reports DML_e doing worse; with this loss a gap
+    between the two is run-to-run noise or comes from elsewhere.
 
     Reference:
         Zhang, Xiang, Hospedales, Lu. "Deep Mutual Learning". CVPR 2018.
@@ -258,7 +264,10 @@ class KDCL(Mimicry):
             log_probs = ops.log_softmax(stacked, axis=-1)
             true_log_prob = ops.take_along_axis(log_probs, index, axis=-1)[..., 0]
             best = ops.argmax(true_log_prob, axis=0)  # Lowest CE; first on ties.
-            labeled = ops.take_along_axis(stacked, best[None, :, None], axis=0)[0]
+            # A one-hot sum picks the peer exactly (a gather along the peer
+            # axis makes oneDNN log an int64 warning on some CPUs).
+            choice = ops.one_hot(best, len(teacher_logits), axis=0)
+            labeled = ops.sum(choice[:, :, None] * stacked, axis=0)
         unlabeled = ops.mean(stacked, axis=0)
         return ops.where(mask[:, None] > 0, labeled, unlabeled)
 
@@ -327,7 +336,7 @@ class PeerCopies(Mimicry):
                 self.add_weight(
                     shape=variable.shape,
                     dtype=variable.dtype,
-                    initializer=keras.initializers.Constant(variable.numpy()),
+                    initializer=_current_value_of(variable),
                     trainable=False,
                     autocast=False,
                     # Every replica computes the same value.
@@ -403,6 +412,16 @@ class PeerCopies(Mimicry):
         finally:
             for variable, value in saved:
                 variable.assign(value)
+
+
+def _current_value_of(variable):
+    """An initializer giving `variable`'s value when the copy is created
+    (also when that happens while the first training step is traced)."""
+
+    def initializer(shape, dtype):
+        return ops.cast(ops.reshape(variable.value, shape), dtype)
+
+    return initializer
 
 
 def _is_float(variable):

@@ -653,8 +653,25 @@ class MutualLearningModel(keras.Model):
             return self.distribute_strategy.experimental_local_results(value)[0]
         return value
 
+    def _build_from_inputs(self, inputs):
+        """Builds the peers that have no weights yet (a subclassed peer, a
+        Sequential without an Input) from the batch's shapes, by a symbolic
+        call outside the step's graph, and then the mimicry method's state,
+        which must exist before the step advances it."""
+        specs = keras.tree.map_structure(
+            lambda t: keras.KerasTensor(t.shape, t.dtype), inputs
+        )
+        for peer in self.peers:
+            if not peer.built:
+                peer(specs)
+        self._built_input_shape = tuple(keras.tree.flatten(inputs)[0].shape)
+        self.mimicry.setup(self.peers)
+        self.built = True
+
     def train_step(self, data):
         x, y = self._unpack(data)
+        if not self.built:
+            self._build_from_inputs(x)
         # Before the forward pass: a method's state (e.g. averaged weights)
         # advances from the peers as they are before this step.
         self.mimicry.begin_step(self.peers, self.optimizer.iterations)
@@ -730,6 +747,8 @@ class MutualLearningModel(keras.Model):
 
     def test_step(self, data):
         x, y = self._unpack(data)
+        if not self.built:
+            self._build_from_inputs(x)
         # Auxiliary classifiers are a training aid: evaluation uses the logits.
         logits = [z for z, _ in self._forward(x, training=False)]
         y = self._checked(y, logits)

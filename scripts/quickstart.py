@@ -43,23 +43,10 @@ def main(argv):
     del argv  # Unused.
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    chosen = [f"--{name}" for name in PER_RUN if FLAGS[name].present]
-    if chosen:
-        raise ValueError(
-            f"{', '.join(chosen)}: set per run by quickstart.py "
-            "(use --output_dir and --seeds)."
-        )
-    given = settings.given_settings(FLAGS, DEFAULTS)
-    if given["dataset"] == "digits":
-        try:
-            import sklearn  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                'The digits come with scikit-learn: pip install -e ".[demo]"'
-            ) from None
+    from keras_dml.training.compare import comparison_base
     from keras_dml.training.quickstart import run_quickstart
 
-    base = settings.resolve({**given, "model_dir": FLAGS.output_dir})
+    base = comparison_base(FLAGS, DEFAULTS, PER_RUN, "quickstart.py", FLAGS.output_dir)
     summary = run_quickstart(base, FLAGS.seeds, FLAGS.output_dir)
     print()
     print(summary["table"])

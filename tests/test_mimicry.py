@@ -192,6 +192,23 @@ def test_copies_of_the_current_weights_train_as_dml(method):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_dml_e_trains_exactly_as_dml():
+    """With stop-gradient targets the KL's gradient, (p_k - target) / T, is
+    linear in the target: DML_e's KL to the mean of the other peers has the
+    gradient of DML's mean of KLs, for any K. Only the logged KL differs."""
+    x, y = data(48, unlabeled=6)
+    models = {}
+    for name in ("pairwise", "ensemble"):
+        peers = [dense_peer(1, batchnorm=True), dense_peer(3), dense_peer(5)]
+        model = keras_dml.MutualLearningModel(peers, mimicry=name, temperature=2.0)
+        model.compile(keras.optimizers.SGD(0.3, momentum=0.9))
+        models[name] = (model, model.fit(x, y, batch_size=8, epochs=2, verbose=0))
+    (dml, dml_history), (dml_e, dml_e_history) = models.values()
+    for a, b in zip(dml.get_weights(), dml_e.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert dml_e_history.history["peer0_kl"][0] < dml_history.history["peer0_kl"][0]
+
+
 def test_stale_teachers_change_training():
     fresh = _cohort(mimicry.Codistillation(refresh_steps=1))
     stale = _cohort(mimicry.Codistillation(refresh_steps=4))

@@ -336,13 +336,23 @@ class SubclassedPeer(keras.Model):
         return self.out(self.hidden(x))
 
 
-@pytest.mark.parametrize("update", ["simultaneous", "sequential"])
-def test_unbuilt_subclassed_peers_build_on_first_step(update):
+@pytest.mark.parametrize(
+    "update,mimicry",
+    [
+        ("simultaneous", "pairwise"),
+        ("sequential", "pairwise"),
+        # Copies of peers that have no weights until their first call.
+        ("simultaneous", "temporal_mean"),
+    ],
+)
+def test_unbuilt_subclassed_peers_build_on_first_step(update, mimicry):
     peers = [SubclassedPeer(), SubclassedPeer()]
-    model = keras_dml.MutualLearningModel(peers, update=update)
+    model = keras_dml.MutualLearningModel(peers, update=update, mimicry=mimicry)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
     x, y = data(16)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    if mimicry == "temporal_mean":
+        assert len(model.mimicry.weights) == 8
     for opt, peer in zip(model.peer_optimizers, peers):
         assert len(peer.trainable_variables) == 4
         assert int(opt.iterations) == 2

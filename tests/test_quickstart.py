@@ -69,6 +69,27 @@ def test_average_history_is_the_mean_over_seeds():
     ]
 
 
+def test_paired_differences_are_per_seed_then_averaged():
+    def run(*accuracies):
+        return {
+            "history": [
+                {"epoch": e + 1, "val_peer0_accuracy": a, "val_ensemble_accuracy": a}
+                for e, a in enumerate(accuracies)
+            ]
+        }
+
+    results = {
+        "independent": [run(0.5, 0.6), run(0.7, 0.8)],
+        "x": [run(0.6, 0.6), run(0.7, 1.0)],
+    }
+    differences = compare.paired_differences(results, "independent")
+    assert list(differences) == ["x"]
+    for name in ("peer0", "ensemble"):
+        got = differences["x"][name]
+        assert [epoch for epoch, _ in got] == [1, 2]
+        assert [round(d, 6) for _, d in got] == [0.05, 0.1]
+
+
 def test_variants_are_checked_before_any_run(tmp_path):
     base = settings.resolve({"dataset": "digits", "model_dir": str(tmp_path)})
     with pytest.raises(ValueError, match="--kl_weight must be >= 0"):
@@ -142,4 +163,41 @@ def test_quickstart_refuses_per_run_settings(tmp_path):
     result = _quickstart(f"--output_dir={tmp_path}", "--seed=3")
     assert result.returncode == 1
     assert "--seed: set per run by quickstart.py" in result.stderr
+    assert not os.listdir(tmp_path)
+
+
+def _compare_mimicry(*flags):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "compare_mimicry.py"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+@pytest.mark.slow
+def test_compare_mimicry_runs_every_method_with_step_times(tmp_path):
+    result = _compare_mimicry(f"--output_dir={tmp_path}", "--seeds=1", "--smoke_test")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| variant | cnn_small | cnn_wide | ensemble | step time |"
+    methods = ["DML", "KDCL-MinLogit", "KDCL-Naive", "temporal mean", "codistillation"]
+    assert [r.split("|")[1].strip() for r in lines[2:]] == [
+        "independent",
+        *methods,
+        *[f"{m} - independent" for m in methods],
+    ]
+    assert re.search(r"\| \d+\.\d\dx \|$", lines[3])  # DML's relative step time.
+    stored = json.loads((tmp_path / "seed0/temporal_mean/config.json").read_text())
+    assert stored["mimicry"] == "temporal_mean" and stored["teacher_decay"] == 0.9
+    assert not (tmp_path / "seed0" / "dml" / "export").exists()
+    assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_mimicry_refuses_the_settings_it_sets(tmp_path):
+    result = _compare_mimicry(f"--output_dir={tmp_path}", "--mimicry=kdcl")
+    assert result.returncode == 1
+    assert "--mimicry: set per run by compare_mimicry.py" in result.stderr
     assert not os.listdir(tmp_path)

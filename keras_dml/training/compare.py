@@ -45,6 +45,37 @@ def check_variants(base, variants):
         settings.validate(base.replace(**changes))
 
 
+def comparison_base(flag_values, defaults, per_run, script, output_dir):
+    """The `RunConfig` every run of a comparison script starts from.
+
+    Args:
+        flag_values: the script's parsed flags (every setting's, from
+            `config.define_flags`).
+        defaults: the script's own defaults (e.g. the digits dataset).
+        per_run: settings the script sets per run; giving one is an error.
+        script: the script's file name, for messages.
+
+    Raises:
+        ValueError: a per-run setting was given, a setting is invalid, or
+            the digits need scikit-learn and it is missing.
+    """
+    chosen = [f"--{name}" for name in per_run if flag_values[name].present]
+    if chosen:
+        raise ValueError(
+            f"{', '.join(chosen)}: set per run by {script} "
+            "(use --output_dir and --seeds)."
+        )
+    given = settings.given_settings(flag_values, defaults)
+    if given["dataset"] == "digits":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                'The digits come with scikit-learn: pip install -e ".[demo]"'
+            ) from None
+    return settings.resolve({**given, "model_dir": output_dir})
+
+
 def run_variants(base, variants, seeds, output_dir, print_fn=print):
     """Runs every variant for seeds 0..seeds-1.
 
@@ -92,10 +123,16 @@ def run_variants(base, variants, seeds, output_dir, print_fn=print):
 def named_scores(results):
     """`{peer name or "ensemble": top-1}` of one run's results."""
     names = results["peer_names"]
-    return {
-        (names[int(key[4:])] if key.startswith("peer") else key): value
-        for key, value in results["top1"].items()
-    }
+    unique = len(set(names)) == len(names)
+
+    def column(key):
+        if not key.startswith("peer"):
+            return key
+        name = names[int(key[4:])]
+        # Two peers of one architecture: tell them apart by position.
+        return name if unique else f"{name} ({key})"
+
+    return {column(key): value for key, value in results["top1"].items()}
 
 
 def _mean_std(values):
@@ -174,6 +211,31 @@ def average_history(histories):
     ]
 
 
+def paired_differences(results, baseline):
+    """`{variant: {series: [(epoch, mean over seeds of the variant's test
+    top-1 minus the baseline's)]}}` for every variant but the baseline."""
+    reference = [reports.accuracy_series(r["history"]) for r in results[baseline]]
+    differences = {}
+    for label, runs in results.items():
+        if label == baseline:
+            continue
+        per_seed = [reports.accuracy_series(r["history"]) for r in runs]
+        differences[label] = {
+            name: [
+                (epoch, statistics.fmean(values))
+                for epoch, *values in zip(
+                    [epoch for epoch, _ in points],
+                    *[
+                        [v - b for (_, v), (_, b) in zip(ours[name], theirs[name])]
+                        for ours, theirs in zip(per_seed, reference)
+                    ],
+                )
+            ]
+            for name, points in per_seed[0].items()
+        }
+    return differences
+
+
 def mean_step_seconds(runs):
     """Mean seconds per training step over runs (from each epoch's training
     time, without validation or checkpoints; the first epoch is left out
@@ -193,8 +255,11 @@ def mean_step_seconds(runs):
 
 def write_comparison(output_dir, results, title, step_times=False, started=None):
     """Writes `table.md`, `comparison.png` (test top-1 per epoch, mean over
-    seeds) and `results.json` into `output_dir`; returns what results.json
-    holds (the table under "table", per-seed top-1 under "scores")."""
+    seeds) and `results.json` into `output_dir`, and with more than two
+    variants `differences.png` (each variant's paired difference from the
+    first per epoch, one panel per peer and the ensemble); returns what
+    results.json holds (the table under "table", per-seed top-1 under
+    "scores")."""
     scores = {
         label: [named_scores(outcome) for outcome in runs]
         for label, runs in results.items()
@@ -220,6 +285,15 @@ def write_comparison(output_dir, results, title, step_times=False, started=None)
             f"{title}, mean of {seeds} seed(s)",
             names=display,
         )
+        if len(results) > 2:
+            baseline = next(iter(results))
+            reports.plot_differences(
+                os.path.join(output_dir, "differences.png"),
+                paired_differences(results, baseline),
+                f"{title}: paired difference from {baseline}, mean of {seeds} seed(s)",
+                baseline,
+                names=display,
+            )
         summary = {
             "table": table,
             "scores": scores,

@@ -6,7 +6,14 @@ import sys
 from keras_dml.figures import save_figure
 from keras_dml.files import atomic_write_text, write_json
 
-__all__ = ["atomic_write_text", "plot_curves", "save_figure", "versions", "write_json"]
+__all__ = [
+    "atomic_write_text",
+    "plot_curves",
+    "plot_differences",
+    "save_figure",
+    "versions",
+    "write_json",
+]
 
 
 def versions():
@@ -37,6 +44,45 @@ def accuracy_series(history, metric="accuracy", prefix="val_"):
                 if name.startswith("peer") or name == "ensemble":
                     series.setdefault(name, []).append((row["epoch"], value))
     return series
+
+
+def plot_differences(path, differences, title, baseline, names=None):
+    """Saves a PNG with one panel per peer and the ensemble: each variant's
+    per-epoch test top-1 minus the baseline's, in points.
+
+    Args:
+        differences: `{variant: {"peer0" | ... | "ensemble": [(epoch,
+            difference in [−1, 1]), ...]}}`.
+        baseline: the baseline's label (the zero line).
+        names: optional display names of the panels, e.g. `{"peer0": "resnet32"}`.
+    """
+    names = names or {}
+    import matplotlib
+
+    matplotlib.use("Agg")  # No display needed: files only.
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    series = sorted(
+        {s for per_series in differences.values() for s in per_series},
+        key=lambda name: (name == "ensemble", name),  # The peers, then the ensemble.
+    )
+    figure, panels = plt.subplots(
+        1, len(series), figsize=(4 * len(series), 3.8), sharey=True, squeeze=False
+    )
+    for axes, name in zip(panels[0], series):
+        axes.axhline(0.0, color="black", linewidth=0.8)
+        for i, (label, per_series) in enumerate(differences.items()):
+            epochs, values = zip(*per_series[name])
+            axes.plot(epochs, [100 * v for v in values], color=f"C{i}", label=label)
+        axes.set_title(names.get(name, name))
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    panels[0][0].set_ylabel(f"test top-1 − {baseline} (points)")
+    panels[0][-1].legend(fontsize=8)
+    figure.suptitle(title)
+    save_figure(figure, path)
 
 
 def plot_curves(

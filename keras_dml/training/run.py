@@ -286,7 +286,7 @@ def _training_data(config, data, strategy, initial_epoch):
 
 
 def run_label(config):
-    """"independent", "DML" (pairwise mimicry) or the mimicry method's name."""
+    """ "independent", "DML" (pairwise mimicry) or the mimicry method's name."""
     if config.independent or config.kl_weight == 0:
         return "independent"
     return "DML" if config.mimicry == "pairwise" else config.mimicry
