@@ -14,6 +14,9 @@ import pytest
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_job.py")
 TIMEOUT = 300
+# Under pytest-xdist, every test that picks free ports for workers runs in one
+# test process, so two tests cannot pick the same port at once.
+pytestmark = pytest.mark.xdist_group("ports")
 
 
 def _free_ports(count):
