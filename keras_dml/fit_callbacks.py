@@ -17,6 +17,7 @@ import re
 
 import keras
 
+from keras_dml.keras_internals import declared_direction
 from keras_dml.progress import CohortProgbar
 
 _LOSS_TERMS = re.compile(r"loss|peer\d+_(loss|ce|kl)")
@@ -27,11 +28,10 @@ _PEER_RATE = "learning_rate_"
 def metric_direction(metric):
     """ "max", "min" or None for a `keras.metrics.Metric`.
 
-    Keras keeps a metric's direction in the private `_direction` attribute
-    ("up" / "down"); `tests/test_keras_conventions.py` fails if a release renames
-    it.
+    Keras keeps a metric's direction privately ("up" / "down"; read by
+    `keras_internals.declared_direction`).
     """
-    direction = getattr(metric, "_direction", None)
+    direction = declared_direction(metric)
     return {"up": "max", "down": "min"}.get(direction)
 
 

@@ -11,6 +11,14 @@ from keras_dml import losses as dml_losses
 from keras_dml import mimicry as mimicry_methods
 from keras_dml.cohort_metrics import CohortMetrics
 from keras_dml.fit_callbacks import with_cohort_callbacks
+from keras_dml.keras_internals import (
+    SYMBOLIC_BUILD_HOOK,
+    all_layers,
+    explicit_strategy,
+    in_multi_worker_mode,
+    keras_tensor_producer,
+    optimizer_built_for,
+)
 from keras_dml.labels import checked_labels, label_errors
 from keras_dml.peer_calls import peer_logits, split_peer_output
 from keras_dml.peer_optimizers import PeerOptimizers
@@ -52,17 +60,6 @@ def _activation_name(layer):
     activation = getattr(layer, "activation", None)
     name = getattr(activation, "__name__", None)
     return name if name in _PROBABILITY_ACTIVATIONS else None
-
-
-def keras_tensor_producer(tensor):
-    """The layer that produced a symbolic (Keras) tensor, or None.
-
-    Keras keeps it in the private `_keras_history`; this is the one place
-    that reads it (`tests/test_keras_conventions.py` fails if a release
-    renames it).
-    """
-    history = getattr(tensor, "_keras_history", None)
-    return getattr(history, "operation", None)
 
 
 def _final_activation(peer, tensor=None):
@@ -160,8 +157,7 @@ def _check_sizes(sizes):
 
 def _uses_float16(peer):
     return any(
-        getattr(layer, "compute_dtype", None) == "float16"
-        for layer in peer._flatten_layers()
+        getattr(layer, "compute_dtype", None) == "float16" for layer in all_layers(peer)
     )
 
 
@@ -418,7 +414,7 @@ class MutualLearningModel(keras.Model):
 
         for i, (opt, peer) in enumerate(zip(optimizers, self.peers)):
             if opt.built:
-                built_for = {id(v) for v in opt._trainable_variables}
+                built_for = {id(v) for v in optimizer_built_for(opt)}
                 if built_for != {id(v) for v in peer.trainable_variables}:
                     raise ValueError(
                         f"Optimizer {opt.name!r} (for peer {i}, {peer.name!r}) "
@@ -635,18 +631,21 @@ class MutualLearningModel(keras.Model):
         self.peer_optimizers[k].apply(tape.gradient(scaled_loss, variables), variables)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras (3.15) builds from the first batch of a distributed dataset by
-        # all-reducing the whole batch with strategy.reduce, only to read its
-        # shapes. Under MultiWorkerMirroredStrategy that fails for a nested
-        # batch ("Attempt to convert a value (PerReplica...) to a Tensor"), and
-        # it costs a collective. One local replica's shard has the same
-        # structure and feature shapes.
-        if iterator is not None and self._distribute_strategy is not None:
+        # A private Keras hook (keras_internals.SYMBOLIC_BUILD_HOOK; a test
+        # checks Keras still calls it so). Keras (3.15) builds from the first
+        # batch of a distributed dataset by all-reducing the whole batch with
+        # strategy.reduce, only to read its shapes. Under
+        # MultiWorkerMirroredStrategy that fails for a nested batch ("Attempt
+        # to convert a value (PerReplica...) to a Tensor"), and it costs a
+        # collective. One local replica's shard has the same structure and
+        # feature shapes.
+        if iterator is not None and explicit_strategy(self) is not None:
             for _, _, batches in iterator:
                 data_batch = keras.tree.map_structure(self._one_replica, next(batches))
                 break
             iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        build = getattr(super(), SYMBOLIC_BUILD_HOOK)
+        return build(iterator=iterator, data_batch=data_batch)
 
     def _one_replica(self, value):
         if isinstance(value, tf.distribute.DistributedValues):
@@ -780,10 +779,9 @@ class MutualLearningModel(keras.Model):
 
     def _multi_worker(self):
         strategy = self.distribute_strategy
-        return (
-            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode()
-        )
+        return isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ) and in_multi_worker_mode(strategy)
 
     # ---------------------------------------------------------------- config
 

@@ -136,9 +136,14 @@ class PeerOptimizers(keras.optimizers.Optimizer):
         for opt in self._peer_optimizers:
             opt.learning_rate = learning_rate
 
+    def _own_variables(self):
+        """This wrapper's own variables (its step counter and unused rate):
+        what the base class's `variables` lists."""
+        return keras.optimizers.Optimizer.variables.fget(self)
+
     @property
     def variables(self):
-        variables = self._variables[:]
+        variables = self._own_variables()
         for opt in self._peer_optimizers:
             variables.extend(opt.variables)
         return variables
@@ -146,16 +151,17 @@ class PeerOptimizers(keras.optimizers.Optimizer):
     # Saving walks `optimizers` and stores each peer optimizer under its own
     # path; storing their variables here too would duplicate them.
     def save_own_variables(self, store):
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(self._own_variables()):
             store[str(i)] = variable.numpy()
 
     def load_own_variables(self, store):
-        if len(store.keys()) != len(self._variables):
+        own = self._own_variables()
+        if len(store.keys()) != len(own):
             raise ValueError(
                 f"Saved state of {self.name} has {len(store.keys())} variables, "
-                f"expected {len(self._variables)}."
+                f"expected {len(own)}."
             )
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(own):
             variable.assign(store[str(i)])
 
     def finalize_variable_values(self, var_list):

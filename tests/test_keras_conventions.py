@@ -2,13 +2,15 @@
 `learning_rate` in the history, `model.export`, peers that return
 probabilities, class counts, the backend, and the compact progress bar."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_dml
-from keras_dml import fit_callbacks, mutual_learning
+from keras_dml import fit_callbacks, keras_internals
 from keras_dml.progress import CohortProgbar
 from tests.helpers import NUM_CLASSES, NUM_FEATURES, data, dense_peer
 
@@ -236,10 +238,65 @@ def test_a_nested_softmax_model_is_refused():
         )
 
 
+# Each private Keras attribute keras_dml reads is behind one function of
+# keras_internals; these fail by name when a Keras release changes one.
+
+
 def test_keras_tensor_producer_is_where_we_read_it():
     inputs = keras.Input((3,))
     dense = keras.layers.Dense(2)
-    assert mutual_learning.keras_tensor_producer(dense(inputs)) is dense
+    assert keras_internals.keras_tensor_producer(dense(inputs)) is dense
+    assert keras_internals.keras_tensor_producer(np.zeros(3)) is None
+
+
+def test_all_layers_reaches_into_nested_models():
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="inner")])
+    inputs = keras.Input((3,))
+    outer = keras.Model(inputs, keras.layers.Dense(2, name="outer")(inner(inputs)))
+    names = {layer.name for layer in keras_internals.all_layers(outer)}
+    assert {"inner", "outer", inner.name} <= names
+
+
+def test_optimizer_built_for_lists_the_variables_it_was_built_for():
+    peer = dense_peer(1)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer.build(peer.trainable_variables)
+    assert [id(v) for v in keras_internals.optimizer_built_for(optimizer)] == [
+        id(v) for v in peer.trainable_variables
+    ]
+
+
+def test_explicit_strategy_is_none_outside_any_scope():
+    outside = dense_peer(1)
+    assert keras_internals.explicit_strategy(outside) is None
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        inside = dense_peer(2)
+    assert keras_internals.explicit_strategy(inside) is strategy
+
+
+def test_in_multi_worker_mode_is_false_for_one_local_worker():
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    assert keras_internals.in_multi_worker_mode(strategy) is False
+
+
+def test_the_symbolic_build_hook_still_exists_with_its_arguments():
+    hook = getattr(keras.Model, keras_internals.SYMBOLIC_BUILD_HOOK)
+    parameters = inspect.signature(hook).parameters
+    assert tuple(parameters)[1:] == keras_internals.SYMBOLIC_BUILD_ARGUMENTS
+    # The cohort's override is what fit calls.
+    calls = []
+    model = _cohort()
+    original = type(model)._maybe_symbolic_build
+
+    def spy(self, iterator=None, data_batch=None):
+        calls.append(True)
+        return original(self, iterator=iterator, data_batch=data_batch)
+
+    model._maybe_symbolic_build = spy.__get__(model)
+    x, y = data(8)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert calls
 
 
 def test_sequential_peers_with_other_class_counts_are_refused_when_built():
