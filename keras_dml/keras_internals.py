@@ -52,3 +52,11 @@ def in_multi_worker_mode(strategy):
     than running as one local worker (`strategy.extended._in_multi_worker_mode()`,
     TensorFlow's)."""
     return strategy.extended._in_multi_worker_mode()
+
+
+def current_stateless_scope():
+    """The innermost active `keras.StatelessScope`, or None (Keras's
+    `get_stateless_scope`, not exported)."""
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    return get_stateless_scope()

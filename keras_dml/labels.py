@@ -9,6 +9,7 @@ trained silently as class 1.
 import contextlib
 import re
 
+import keras
 import tensorflow as tf
 from keras import ops
 
@@ -94,6 +95,30 @@ def checked_labels(labels, num_classes, batch_size=None):
     # Everything that reads the labels waits for the checks.
     with tf.control_dependencies(checks):
         return tf.identity(tf.cast(labels, tf.int32))
+
+
+def flat_labels(labels, num_classes):
+    """`labels` as flat int32 class ids, with the checks that need no values.
+
+    The backend-neutral part of `checked_labels`: the rank, shape and dtype
+    are checked when the step is traced (a `ValueError`); the values (in
+    range, whole numbers) are not, for backends without in-graph assertions.
+    """
+    shape = tuple(labels.shape)
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if dtype in ("string", "bool"):
+        raise ValueError(f"{expected(num_classes)}; received {dtype} labels.")
+    if len(shape) == 2 and shape[-1] == 1:
+        labels = ops.reshape(labels, (-1,))
+    elif len(shape) != 1:
+        hint = ""
+        if len(shape) == 2 and shape[-1] == num_classes:
+            hint = " (one-hot? pass the class ids: argmax over the last axis)"
+        raise ValueError(
+            f"{expected(num_classes)}, one per example (shape [batch]); received "
+            f"labels of shape {list(shape)}{hint}."
+        )
+    return ops.cast(labels, "int32")
 
 
 @contextlib.contextmanager

@@ -419,7 +419,9 @@ def _current_value_of(variable):
     (also when that happens while the first training step is traced)."""
 
     def initializer(shape, dtype):
-        return ops.cast(ops.reshape(variable.value, shape), dtype)
+        # A copy: on JAX an unchanged array is the same buffer, which the
+        # step's donated state must not hold twice.
+        return ops.copy(ops.cast(ops.reshape(variable.value, shape), dtype))
 
     return initializer
 

@@ -4,27 +4,23 @@ import copy
 import inspect
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_dml import losses as dml_losses
 from keras_dml import mimicry as mimicry_methods
 from keras_dml.cohort_metrics import CohortMetrics
+from keras_dml.cohort_steps import SUPPORTED_BACKENDS, CohortSteps
 from keras_dml.fit_callbacks import with_cohort_callbacks
 from keras_dml.keras_internals import (
-    SYMBOLIC_BUILD_HOOK,
     all_layers,
-    explicit_strategy,
-    in_multi_worker_mode,
     keras_tensor_producer,
     optimizer_built_for,
 )
-from keras_dml.labels import checked_labels, label_errors
-from keras_dml.peer_calls import peer_logits, split_peer_output
+from keras_dml.labels import label_errors
+from keras_dml.peer_calls import split_peer_output
 from keras_dml.peer_optimizers import PeerOptimizers
 
 UPDATE_MODES = ("simultaneous", "sequential")
-SUPPORTED_BACKENDS = ("tensorflow",)
 
 
 def _symbolic_output(peer):
@@ -97,9 +93,9 @@ def _check_backend():
     backend = keras.backend.backend()
     if backend not in SUPPORTED_BACKENDS:
         raise RuntimeError(
-            f"MutualLearningModel runs on the TensorFlow backend only; this "
+            "MutualLearningModel runs on the TensorFlow and JAX backends; this "
             f"process uses Keras's {backend!r} backend (KERAS_BACKEND). Set "
-            "KERAS_BACKEND=tensorflow before Keras is imported."
+            "KERAS_BACKEND=tensorflow or jax before Keras is imported."
         )
 
 
@@ -162,7 +158,7 @@ def _uses_float16(peer):
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class MutualLearningModel(keras.Model):
+class MutualLearningModel(CohortSteps, keras.Model):
     """A cohort of K >= 2 peer networks trained together by Deep Mutual Learning.
 
     Each peer k minimises its own loss
@@ -366,9 +362,7 @@ class MutualLearningModel(keras.Model):
                     "None (set kl_weight, temperature, mimicry and "
                     f"label_smoothing on the model). Received: {arg}={value!r}"
                 )
-        # Metric and optimizer variables must be created under the strategy
-        # that will run the steps (mirrored variables, sync-on-read metrics).
-        with self.distribute_strategy.scope():
+        with self._variable_scope():
             peer_optimizers = self._make_peer_optimizers(optimizer, auto_scale_loss)
             wrapper = PeerOptimizers(
                 peer_optimizers, variable_groups=self._peer_trainable_variables
@@ -606,51 +600,9 @@ class MutualLearningModel(keras.Model):
         share = dml_losses.combine_terms(ce, kl, self.kl_weight, self.temperature)
         peer = self.peers[k]
         if peer.losses:
-            replicas = self.distribute_strategy.num_replicas_in_sync
-            share = share + sum(peer.losses) / replicas
+            share = share + sum(peer.losses) / self._num_replicas()
         logged_loss = share * ops.divide_no_nan(global_examples, num_examples)
         return share, dml_losses.PeerLossTerms(logged_loss, terms.ce, terms.kl)
-
-    def _counts(self, labels):
-        """Local and global numbers of labeled examples and of examples.
-
-        Computed once per step: one small all-reduce before any peer update,
-        so every replica issues its collectives in the same order.
-        """
-        _, mask = dml_losses.labeled_mask(labels)
-        local = [ops.sum(mask), ops.cast(ops.shape(mask)[0], "float32")]
-        if self.distribute_strategy.num_replicas_in_sync == 1:
-            return (*local, *local)
-        global_counts = tf.distribute.get_replica_context().all_reduce("sum", local)
-        return (*local, *global_counts)
-
-    def _apply_peer_gradients(self, k, tape, scaled_loss):
-        """Updates peer k from `scaled_loss`, its loss times its optimizer's
-        loss scale (computed while `tape` records, or it has no gradient)."""
-        variables = self.peers[k].trainable_variables
-        self.peer_optimizers[k].apply(tape.gradient(scaled_loss, variables), variables)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # A private Keras hook (keras_internals.SYMBOLIC_BUILD_HOOK; a test
-        # checks Keras still calls it so). Keras (3.15) builds from the first
-        # batch of a distributed dataset by all-reducing the whole batch with
-        # strategy.reduce, only to read its shapes. Under
-        # MultiWorkerMirroredStrategy that fails for a nested batch ("Attempt
-        # to convert a value (PerReplica...) to a Tensor"), and it costs a
-        # collective. One local replica's shard has the same structure and
-        # feature shapes.
-        if iterator is not None and explicit_strategy(self) is not None:
-            for _, _, batches in iterator:
-                data_batch = keras.tree.map_structure(self._one_replica, next(batches))
-                break
-            iterator = None
-        build = getattr(super(), SYMBOLIC_BUILD_HOOK)
-        return build(iterator=iterator, data_batch=data_batch)
-
-    def _one_replica(self, value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return self.distribute_strategy.experimental_local_results(value)[0]
-        return value
 
     def _build_from_inputs(self, inputs):
         """Builds the peers that have no weights yet (a subclassed peer, a
@@ -667,8 +619,10 @@ class MutualLearningModel(keras.Model):
         self.mimicry.setup(self.peers)
         self.built = True
 
-    def train_step(self, data):
-        x, y = self._unpack(data)
+    def _train_on(self, x, y):
+        """One training step on a batch, as every backend runs it; the
+        backend's `_simultaneous_step` / `_sequential_step` take and apply
+        the gradients."""
         if not self.built:
             self._build_from_inputs(x)
         # Before the forward pass: a method's state (e.g. averaged weights)
@@ -682,70 +636,25 @@ class MutualLearningModel(keras.Model):
             y, logits, logged = self._simultaneous_step(x, y)
         return self._record(y, logits, logged)
 
-    def _checked(self, y, logits):
-        """The labels as flat int32 ids, checked against the logits' class
-        count (errors say what was received; see `keras_dml.labels`)."""
-        return checked_labels(y, logits[0].shape[-1], ops.shape(logits[0])[0])
+    def _cohort_objectives(self, x, y):
+        """Every peer's training forward pass and objective:
+        `(checked labels, logits, [(loss share, logged terms) per peer])`.
+        Call it where gradients are recorded."""
+        outputs = self._forward(x, training=True)
+        logits = [z for z, _ in outputs]
+        y = self._checked(y, logits)
+        counts = self._counts(y)
+        teachers = self._teachers(
+            x, [ops.stop_gradient(z) for z in logits], training=True
+        )
+        objectives = [
+            self._peer_objective(k, t, outputs[k][1], y, counts)
+            for k, t in enumerate(self._terms(y, logits, teachers))
+        ]
+        return y, logits, objectives
 
-    def _simultaneous_step(self, x, y):
-        with tf.GradientTape(persistent=True) as tape:
-            outputs = self._forward(x, training=True)
-            logits = [z for z, _ in outputs]
-            y = self._checked(y, logits)
-            counts = self._counts(y)
-            with tape.stop_recording():
-                teachers = self._teachers(x, logits, training=True)
-            objectives = [
-                self._peer_objective(k, t, outputs[k][1], y, counts)
-                for k, t in enumerate(self._terms(y, logits, teachers))
-            ]
-            scaled = [
-                opt.scale_loss(loss)
-                for opt, (loss, _) in zip(self.peer_optimizers, objectives)
-            ]
-        # Peer k's loss reaches only peer k's weights (the targets are under
-        # stop-gradient), so each backward pass covers one peer.
-        for k, scaled_loss in enumerate(scaled):
-            self._apply_peer_gradients(k, tape, scaled_loss)
-        del tape
-        return y, logits, [logged for _, logged in objectives]
-
-    def _sequential_step(self, x, y):
-        """The paper's Algorithm 1 on one mini-batch.
-
-        Peer k's forward pass is recorded once, before any update: it depends
-        only on peer k's weights, which are unchanged until peer k's own turn.
-        After peer k is updated, its predictions are recomputed (without
-        gradients, without touching BatchNorm statistics) as targets for the
-        peers after it: K + (K - 1) forward passes instead of K * K. The
-        mimicry method builds peer k's targets from the logits of the peers
-        as they are at peer k's turn.
-        """
-        num_peers = len(self.peers)
-        logged = [None] * num_peers
-        with tf.GradientTape(persistent=True) as tape:
-            outputs = self._forward(x, training=True)
-            logits = [z for z, _ in outputs]
-            y = self._checked(y, logits)
-            counts = self._counts(y)
-            current = list(logits)
-            for k in range(num_peers):
-                with tape.stop_recording():
-                    teachers = self._teachers(x, current, training=True)
-                (terms,) = self._terms(y, current, teachers, peer_indices=[k])
-                loss, logged[k] = self._peer_objective(
-                    k, terms, outputs[k][1], y, counts
-                )
-                scaled_loss = self.peer_optimizers[k].scale_loss(loss)
-                with tape.stop_recording():
-                    self._apply_peer_gradients(k, tape, scaled_loss)
-                    if k < num_peers - 1:
-                        current[k] = peer_logits(self.peers[k], x)
-        del tape
-        return y, logits, logged
-
-    def test_step(self, data):
-        x, y = self._unpack(data)
+    def _test_on(self, x, y):
+        """One evaluation step on a batch, as every backend runs it."""
         if not self.built:
             self._build_from_inputs(x)
         # Auxiliary classifiers are a training aid: evaluation uses the logits.
@@ -766,22 +675,7 @@ class MutualLearningModel(keras.Model):
         cohort.update_losses(terms, ops.sum(mask), num_examples)
         probabilities = [ops.softmax(ops.cast(z, "float32"), axis=-1) for z in logits]
         cohort.update_metrics(safe_labels, mask, probabilities)
-        logs = self.get_metrics_result()
-        if self._multi_worker():
-            # Keras 3 reduces a multi-worker step's logs with
-            # strategy.reduce("MEAN", v, axis=0), which fails for scalars
-            # ("Invalid reduction dimension 0 for input with 0 dimensions",
-            # tensorflow#72388). As [1] vectors they are concatenated over
-            # replicas and averaged: the mean over replicas "auto" gives on
-            # one worker, returned as a scalar.
-            logs = {name: ops.reshape(value, [1]) for name, value in logs.items()}
-        return logs
-
-    def _multi_worker(self):
-        strategy = self.distribute_strategy
-        return isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy
-        ) and in_multi_worker_mode(strategy)
+        return self._finalize_logs(self.get_metrics_result())
 
     # ---------------------------------------------------------------- config
 

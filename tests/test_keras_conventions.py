@@ -280,6 +280,14 @@ def test_in_multi_worker_mode_is_false_for_one_local_worker():
     assert keras_internals.in_multi_worker_mode(strategy) is False
 
 
+def test_current_stateless_scope_is_the_innermost_one():
+    assert keras_internals.current_stateless_scope() is None
+    with keras.StatelessScope() as outer:
+        assert keras_internals.current_stateless_scope() is outer
+        with keras.StatelessScope() as inner:
+            assert keras_internals.current_stateless_scope() is inner
+
+
 def test_the_symbolic_build_hook_still_exists_with_its_arguments():
     hook = getattr(keras.Model, keras_internals.SYMBOLIC_BUILD_HOOK)
     parameters = inspect.signature(hook).parameters
@@ -314,9 +322,9 @@ def test_sequential_peers_with_other_class_counts_are_refused_when_built():
 
 
 def test_other_backends_are_refused_by_name(monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     with pytest.raises(
-        RuntimeError, match="TensorFlow backend only.*'jax'.*KERAS_BACKEND"
+        RuntimeError, match="TensorFlow and JAX backends.*'torch'.*KERAS_BACKEND"
     ):
         keras_dml.MutualLearningModel([dense_peer(1), dense_peer(3)])
 

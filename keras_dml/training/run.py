@@ -136,6 +136,15 @@ def prepared_run(config):
         chief, a private temporary folder on other workers) and the
         `LoadedData`.
     """
+    if keras.backend.backend() != "tensorflow":
+        # The runner's devices are tf.distribute strategies; the cohort itself
+        # also trains on JAX (README "Backends").
+        raise ValueError(
+            "The training scripts run on Keras's TensorFlow backend; this "
+            f"process uses {keras.backend.backend()!r} (KERAS_BACKEND). Unset "
+            "KERAS_BACKEND or set it to tensorflow; on JAX, train a "
+            "MutualLearningModel from Python."
+        )
     settings.validate(config)
     problem = datasets.data_dir_problem(config)
     if problem:

@@ -1,0 +1,170 @@
+"""The cohort's step on JAX: `jax.value_and_grad` over the cohort's state.
+
+Keras's JAX trainer passes a step the values of every variable (the peers',
+the optimizers', the metrics') and takes their new values back. The step
+runs the model's ordinary code inside a `keras.StatelessScope` that maps each
+variable to its value, so the forward pass, the mimicry method's state, the
+optimizers' updates and the metrics are written once for every backend; only
+the gradient is JAX's.
+
+Distribution: `keras.distribution.DataParallel` shards every batch over the
+devices and runs the step on the global batch (one program, SPMD): the
+labeled-example counts and BatchNorm statistics are the global batch's, as
+on one device.
+"""
+
+import contextlib
+
+import jax
+from keras import StatelessScope, ops
+
+from keras_dml.keras_internals import current_stateless_scope
+from keras_dml.labels import flat_labels, labeled_mask
+from keras_dml.peer_calls import peer_logits, split_peer_output
+
+
+class JaxSteps:
+    """`MutualLearningModel`'s steps on the JAX backend (see
+    `keras_dml.cohort_steps`)."""
+
+    def train_step(self, state, data):
+        groups = (
+            self.trainable_variables,
+            self.non_trainable_variables,
+            self.optimizer.variables,
+            self.metrics_variables,
+        )
+        return self._stateless(
+            groups, state, lambda: self._train_on(*self._unpack(data))
+        )
+
+    def test_step(self, state, data):
+        groups = (
+            self.trainable_variables,
+            self.non_trainable_variables,
+            self.metrics_variables,
+        )
+        return self._stateless(
+            groups, state, lambda: self._test_on(*self._unpack(data))
+        )
+
+    def _stateless(self, groups, state, step):
+        """Runs `step()` with every variable of `groups` at its value in
+        `state`; returns its logs and the variables' new values."""
+        mapping = [
+            (variable, value)
+            for variables, values in zip(groups, state)
+            for variable, value in zip(variables, values)
+        ]
+        with StatelessScope(state_mapping=mapping) as scope:
+            logs = step()
+        new_state = tuple(
+            [scope.get_current_value(v) for v in variables] for variables in groups
+        )
+        return logs, new_state
+
+    def _value_and_grad(self, loss_fn, variables, keep_updates=True):
+        """`((loss, aux), gradients)` of `loss_fn()` with respect to
+        `variables`, inside the step's stateless scope.
+
+        The model's other state (BatchNorm statistics, the mimicry method's
+        copies, seeds) changed by `loss_fn` is written back unless
+        `keep_updates` is False.
+        """
+        outer = current_stateless_scope()
+        state = [*self.variables, *self.optimizer.variables]
+        targets = {id(v) for v in variables}
+        written = [v for v in self.non_trainable_variables if id(v) not in targets]
+
+        def stateless_loss(values):
+            mapping = [
+                (v, outer.get_current_value(v)) for v in state if id(v) not in targets
+            ]
+            mapping += list(zip(variables, values))
+            with StatelessScope(state_mapping=mapping) as inner:
+                loss, aux = loss_fn()
+                updates = [inner.get_current_value(v) for v in written]
+            return loss, (aux, updates)
+
+        current = [outer.get_current_value(v) for v in variables]
+        (loss, (aux, updates)), grads = jax.value_and_grad(
+            stateless_loss, has_aux=True
+        )(current)
+        if keep_updates:
+            for variable, value in zip(written, updates):
+                variable.assign(value)
+        return (loss, aux), grads
+
+    def _simultaneous_step(self, x, y):
+        # With stop-gradient targets, the gradient of the summed losses with
+        # respect to peer k's weights is that of peer k's own loss: one
+        # backward pass, each peer optimizer given its peer's slice.
+        variables = [v for peer in self.peers for v in peer.trainable_variables]
+
+        def loss_fn():
+            labels, logits, objectives = self._cohort_objectives(x, y)
+            total = sum(
+                opt.scale_loss(loss)
+                for opt, (loss, _) in zip(self.peer_optimizers, objectives)
+            )
+            return total, (labels, logits, [logged for _, logged in objectives])
+
+        (_, (labels, logits, logged)), grads = self._value_and_grad(loss_fn, variables)
+        self.optimizer.apply(grads, variables)
+        return labels, logits, logged
+
+    def _sequential_step(self, x, y):
+        """The paper's Algorithm 1 on one mini-batch.
+
+        Every peer's forward pass first (targets, logs, BatchNorm statistics
+        updated once); then, in turn, peer k's loss against the peers as they
+        are at its turn, its gradient through a second pass of peer k alone
+        (statistics not written again), its update, and its recomputed
+        predictions as targets for the peers after it: 3K - 1 forward passes
+        (TensorFlow's tape keeps the first K and needs 2K - 1).
+        """
+        num_peers = len(self.peers)
+        outputs = self._forward(x, training=True)
+        logits = [ops.stop_gradient(z) for z, _ in outputs]
+        labels = self._checked(y, logits)
+        counts = self._counts(labels)
+        current = list(logits)
+        logged = [None] * num_peers
+        for k, peer in enumerate(self.peers):
+            teachers = self._teachers(x, current, training=True)
+
+            def loss_fn(k=k, peer=peer, teachers=teachers):
+                z, aux_logits = split_peer_output(peer(x, training=True), peer.name)
+                mine = [z if j == k else t for j, t in enumerate(current)]
+                (terms,) = self._terms(labels, mine, teachers, peer_indices=[k])
+                loss, terms = self._peer_objective(k, terms, aux_logits, labels, counts)
+                return self.peer_optimizers[k].scale_loss(loss), terms
+
+            variables = peer.trainable_variables
+            (_, logged[k]), grads = self._value_and_grad(
+                loss_fn, variables, keep_updates=False
+            )
+            self.peer_optimizers[k].apply(grads, variables)
+            if k < num_peers - 1:
+                current[k] = peer_logits(peer, x)
+        return labels, logits, logged
+
+    def _checked(self, y, logits):
+        """The labels as flat int32 ids. Their shape and type are checked when
+        the step is traced; values out of range are not (JAX has no in-graph
+        assertion): check labels before `fit` on this backend."""
+        return flat_labels(y, logits[0].shape[-1])
+
+    def _num_replicas(self):
+        return 1  # One program over the global batch.
+
+    def _counts(self, labels):
+        _, mask = labeled_mask(labels)
+        local = (ops.sum(mask), ops.cast(ops.shape(mask)[0], "float32"))
+        return (*local, *local)
+
+    def _variable_scope(self):
+        return contextlib.nullcontext()
+
+    def _finalize_logs(self, logs):
+        return logs

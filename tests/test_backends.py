@@ -1,0 +1,83 @@
+"""The same cohort on every supported Keras backend: one process per backend
+(tests/backend_step_job.py) trains the same cohorts from the same initial
+weights on the same batches, and the weights must agree."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend_step_job.py")
+
+
+def _job(backend, out, *flags, **env):
+    result = subprocess.run(
+        [sys.executable, JOB, str(out), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": backend,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **env,
+        },
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, dict(np.load(out))
+
+
+def _assert_same_training(got, want, rtol=1e-5, atol=1e-6):
+    after = sorted(k for k in want if "/after/" in k)
+    assert after and set(after) <= set(got)
+    for key in after:
+        np.testing.assert_allclose(
+            got[key], want[key], rtol=rtol, atol=atol, err_msg=key
+        )
+    cases = {key.split("/")[0] for key in after}
+    for case in cases:
+        np.testing.assert_allclose(got[f"{case}/loss"], want[f"{case}/loss"], rtol=rtol)
+
+
+@pytest.mark.slow
+def test_two_steps_give_the_same_weights_on_tensorflow_and_jax(tmp_path):
+    """Both update orders, with and without unlabeled examples, KDCL and
+    temporal mean teachers; BatchNorm, per-peer optimizers (SGD with
+    Nesterov, Adam, SGD), auxiliary logits, an L2 regularizer, temperature
+    and label smoothing. Also: a .keras file crosses from TensorFlow to JAX,
+    and JAX's DataParallel matches one device."""
+    cohort_file = str(tmp_path / "cohort.keras")
+    stdout, tensorflow = _job("tensorflow", tmp_path / "tf.npz", "--save", cohort_file)
+    assert "tensorflow on 1 device" in stdout
+    init = str(tmp_path / "tf.npz")
+    stdout, jax = _job(
+        "jax", tmp_path / "jax.npz", "--init", init, "--load", cohort_file
+    )
+    assert "jax on 1 device" in stdout
+    # A .keras file saved on TensorFlow loads on JAX: every weight, the
+    # temporal mean's averages and every optimizer's state.
+    saved = sorted(k for k in tensorflow if k.startswith("keras_file/"))
+    assert len(saved) > 30
+    for key in saved:
+        np.testing.assert_array_equal(jax[key], tensorflow[key], err_msg=key)
+    # The steps moved the weights, so agreeing means something.
+    for key in (k for k in tensorflow if "/after/" in k):
+        initial = tensorflow[key.replace("/after/", "/init/")]
+        if "/after/0" in key:
+            assert np.max(np.abs(tensorflow[key] - initial)) > 1e-3
+    _assert_same_training(jax, tensorflow)
+
+    # keras.distribution.DataParallel over two host devices: the global
+    # batch's step, as on one device.
+    stdout, parallel = _job(
+        "jax",
+        tmp_path / "jax_parallel.npz",
+        "--init",
+        init,
+        "--data_parallel",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
+    assert "jax on 2 device(s)" in stdout
+    _assert_same_training(parallel, jax)
