@@ -103,6 +103,13 @@ def main():
         saved[f"{name}/loss"] = np.float32(logs["loss"])
         for i, weight in enumerate(model.get_weights()):
             saved[f"{name}/after/{i}"] = np.asarray(weight)
+    # Mixed precision (bfloat16 on CPU): the cohort trains, losses finite.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mixed = cohort("simultaneous", "pairwise")
+    keras.mixed_precision.set_global_policy("float32")
+    x, y = data(64, seed=9, unlabeled=8)
+    history = mixed.fit(x, y, batch_size=16, epochs=4, verbose=0, shuffle=False)
+    saved["bfloat16/losses"] = np.asarray(history.history["loss"], "float32")
     if args.save:
         model.save(args.save)
     if args.load:

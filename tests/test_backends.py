@@ -56,6 +56,9 @@ def test_two_steps_give_the_same_weights_on_tensorflow_and_jax(tmp_path):
         "jax", tmp_path / "jax.npz", "--init", init, "--load", cohort_file
     )
     assert "jax on 1 device" in stdout
+    for backend in (tensorflow, jax):  # mixed_bfloat16 trains on both.
+        losses = backend["bfloat16/losses"]
+        assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     # A .keras file saved on TensorFlow loads on JAX: every weight, the
     # temporal mean's averages and every optimizer's state.
     saved = sorted(k for k in tensorflow if k.startswith("keras_file/"))

@@ -17,6 +17,7 @@ SMOKE_RUNS = {
         ["--pairs=resnet8+resnet8", "--repeats=1", "--steps=1"],
         "| resnet8+resnet8 |",
     ),
+    "backend_step.py": (["--smoke"], "| JAX time / TensorFlow time |"),
     "dml_step.py": (["--smoke"], "| K | DML step (s) |"),
     "input_pipeline.py": (["--smoke"], "| CIFAR-100 (batch 64) |"),
     "profile_step.py": (["--smoke"], "| op type | ms / step | share |"),
