@@ -2,7 +2,7 @@
 steps on the Keras backend named by KERAS_BACKEND and saves every weight.
 
 python tests/backend_step_job.py OUT.npz [--init INIT.npz] [--data_parallel]
-    [--save COHORT.keras | --load COHORT.keras]
+    [--save COHORT.keras | --load COHORT.keras] [--save_images COHORT.keras]
 
 Without --init, the cohorts' initial weights are saved to OUT's
 `<case>/init/<i>` entries; with it, each cohort starts from those (initial
@@ -10,7 +10,9 @@ weights are drawn differently on each backend). --data_parallel runs under
 `keras.distribution.DataParallel` over every device (the test gives JAX two
 host devices). --save writes the last cohort as a .keras file, --load reads
 one written on another backend; either stores its weights and optimizer
-state in OUT's `keras_file/` entries.
+state in OUT's `keras_file/` entries. --save_images trains and saves a
+cohort of two small convolutional peers on 8x8 RGB images (for
+scripts/export_peers.py, which serves images).
 """
 
 import argparse
@@ -74,6 +76,24 @@ def cohort(update, mimicry):
     return model
 
 
+def image_cohort():
+    def peer(seed):
+        init = keras.initializers.GlorotUniform
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(4, 3, kernel_initializer=init(seed))(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        logits = keras.layers.Dense(NUM_CLASSES, kernel_initializer=init(seed + 1))(x)
+        return keras.Model(inputs, logits, name=f"image_peer_{seed}")
+
+    model = keras_dml.MutualLearningModel([peer(1), peer(3)])
+    model.compile(keras.optimizers.SGD(0.1))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(16, 8, 8, 3)).astype("float32")
+    model.fit(images, rng.integers(0, NUM_CLASSES, 16), batch_size=8, verbose=0)
+    return model
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -81,6 +101,7 @@ def main():
     parser.add_argument("--data_parallel", action="store_true")
     parser.add_argument("--save")
     parser.add_argument("--load")
+    parser.add_argument("--save_images")
     args = parser.parse_args()
     if args.data_parallel:
         keras.distribution.set_distribution(keras.distribution.DataParallel())
@@ -117,6 +138,8 @@ def main():
     if args.save or args.load:
         state = [*model.get_weights(), *(v.numpy() for v in model.optimizer.variables)]
         saved.update({f"keras_file/{i}": np.asarray(v) for i, v in enumerate(state)})
+    if args.save_images:
+        image_cohort().save(args.save_images)
     if init is not None:
         saved.update(init)
     np.savez(args.out, **saved)

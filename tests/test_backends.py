@@ -52,8 +52,16 @@ def test_two_steps_give_the_same_weights_on_tensorflow_and_jax(tmp_path):
     stdout, tensorflow = _job("tensorflow", tmp_path / "tf.npz", "--save", cohort_file)
     assert "tensorflow on 1 device" in stdout
     init = str(tmp_path / "tf.npz")
+    jax_images = str(tmp_path / "jax_images.keras")
     stdout, jax = _job(
-        "jax", tmp_path / "jax.npz", "--init", init, "--load", cohort_file
+        "jax",
+        tmp_path / "jax.npz",
+        "--init",
+        init,
+        "--load",
+        cohort_file,
+        "--save_images",
+        jax_images,
     )
     assert "jax on 1 device" in stdout
     for backend in (tensorflow, jax):  # mixed_bfloat16 trains on both.
@@ -71,6 +79,27 @@ def test_two_steps_give_the_same_weights_on_tensorflow_and_jax(tmp_path):
         if "/after/0" in key:
             assert np.max(np.abs(tensorflow[key] - initial)) > 1e-3
     _assert_same_training(jax, tensorflow)
+
+    # A cohort trained on JAX is exported for TF Serving by the script, which
+    # runs on TensorFlow.
+    export = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(
+                os.path.dirname(os.path.dirname(JOB)), "scripts", "export_peers.py"
+            ),
+            f"--model={jax_images}",
+            f"--export_dir={tmp_path / 'served'}",
+            "--preprocessing=unit",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    for name in ("image_peer_1", "image_peer_3", "ensemble"):
+        assert (tmp_path / "served" / name / "1" / "saved_model.pb").exists()
 
     # keras.distribution.DataParallel over two host devices: the global
     # batch's step, as on one device.
