@@ -1,18 +1,20 @@
-r"""The K=2 ResNet-32 DML training step on each Keras backend: TensorFlow and
-JAX, float32 and bfloat16, the same model code.
+r"""The K=2 ResNet-32 DML training step on each Keras backend: TensorFlow,
+JAX and PyTorch, float32 and bfloat16, the same model code.
 
 python benchmarks/backend_step.py [--rounds=3] [--repeats=5] [--steps=5]
 
 A backend is chosen when Keras is imported, so each backend runs in its own
 process; the processes run one after the other, --rounds times in turn
-(TensorFlow, JAX, TensorFlow, JAX, ...), so a slow spell of this shared
-machine hits both. Within a process, float32 and `mixed_bfloat16` cohorts
+(TensorFlow, JAX, PyTorch, TensorFlow, ...), so a slow spell of this shared
+machine hits each. Within a process, float32 and `mixed_bfloat16` cohorts
 are timed in turn, --repeats times each, --steps synchronized steps (the loss
 read back) per timing. Reported: per backend and precision, the median over
-every timing of every round, and the ratio of JAX's time to TensorFlow's.
+every timing of every round, and each backend's time relative to
+TensorFlow's.
 
 TensorFlow gets one thread per op as scripts/train.py sets it
-(`keras_dml.cpu_threads`); JAX (XLA) uses its own thread pool over every core.
+(`keras_dml.cpu_threads`); JAX (XLA) and PyTorch use their own thread pools
+over every core.
 """
 
 import json
@@ -36,7 +38,7 @@ flags.DEFINE_bool(
     "script runs, as the test suite does; the numbers mean nothing.",
 )
 
-BACKENDS = ("tensorflow", "jax")
+BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -133,10 +135,12 @@ def main(argv):
     for backend in BACKENDS:
         cells = " | ".join(f"{median[(backend, p)]:.3f}" for p in PRECISIONS)
         print(f"| {backend} | {cells} |")
-    ratios = " | ".join(
-        f"{median[('jax', p)] / median[('tensorflow', p)]:.2f}x" for p in PRECISIONS
-    )
-    print(f"| JAX time / TensorFlow time | {ratios} |")
+    for backend, label in (("jax", "JAX"), ("torch", "PyTorch")):
+        ratios = " | ".join(
+            f"{median[(backend, p)] / median[('tensorflow', p)]:.2f}x"
+            for p in PRECISIONS
+        )
+        print(f"| {label} time / TensorFlow time | {ratios} |")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,24 @@ def flat_labels(labels, num_classes):
     return ops.cast(labels, "int32")
 
 
+def check_label_values(values, num_classes):
+    """Raises the `ValueError` of an in-graph check (`checked_labels`) for
+    label values given as a NumPy array: a value >= num_classes or not a whole
+    number is named. For backends whose steps run eagerly."""
+    import numpy as np
+
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind in "fc":
+        whole = np.isfinite(values) & (values == np.round(values))
+    else:
+        whole = np.ones(values.shape, bool)
+    good = whole & (values < num_classes)
+    if not good.all():
+        first = values[np.argmin(good)]
+        first = int(first) if float(first).is_integer() else float(first)
+        raise ValueError(f"{expected(num_classes)}; received {first}")
+
+
 @contextlib.contextmanager
 def label_errors():
     """Re-raises a failed in-graph label check as a `ValueError` whose message

@@ -371,7 +371,8 @@ class PeerCopies(Mimicry):
             variables = [*peer.trainable_variables, *peer.non_trainable_variables]
             for variable, copy in zip(variables, self.copies(k)):
                 if copy is not None:
-                    copy.assign(self.advance(copy.value, variable.value, step))
+                    current = ops.stop_gradient(variable.value)
+                    copy.assign(self.advance(copy.value, current, step))
 
     def teacher_logits(self, peers, inputs, logits, training=True):
         """The copies' logits, in the mode of the step.

@@ -93,9 +93,9 @@ def _check_backend():
     backend = keras.backend.backend()
     if backend not in SUPPORTED_BACKENDS:
         raise RuntimeError(
-            "MutualLearningModel runs on the TensorFlow and JAX backends; this "
-            f"process uses Keras's {backend!r} backend (KERAS_BACKEND). Set "
-            "KERAS_BACKEND=tensorflow or jax before Keras is imported."
+            "MutualLearningModel trains on Keras's TensorFlow, JAX and PyTorch "
+            f"backends; this process uses {backend!r} (KERAS_BACKEND). Set "
+            "KERAS_BACKEND=tensorflow, jax or torch before Keras is imported."
         )
 
 

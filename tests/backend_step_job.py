@@ -143,7 +143,9 @@ def main():
     if init is not None:
         saved.update(init)
     np.savez(args.out, **saved)
-    devices = len(keras.distribution.list_devices())
+    # keras.distribution has no PyTorch implementation: one device there.
+    torch = keras.backend.backend() == "torch"
+    devices = 1 if torch else len(keras.distribution.list_devices())
     print(f"{keras.backend.backend()} on {devices} device(s)")
 
 

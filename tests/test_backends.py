@@ -42,12 +42,13 @@ def _assert_same_training(got, want, rtol=1e-5, atol=1e-6):
 
 
 @pytest.mark.slow
-def test_two_steps_give_the_same_weights_on_tensorflow_and_jax(tmp_path):
+def test_two_steps_give_the_same_weights_on_every_backend(tmp_path):
     """Both update orders, with and without unlabeled examples, KDCL and
     temporal mean teachers; BatchNorm, per-peer optimizers (SGD with
     Nesterov, Adam, SGD), auxiliary logits, an L2 regularizer, temperature
-    and label smoothing. Also: a .keras file crosses from TensorFlow to JAX,
-    and JAX's DataParallel matches one device."""
+    and label smoothing; TensorFlow, JAX and PyTorch. Also: a .keras file
+    crosses from TensorFlow to the others, a cohort trained on JAX is
+    exported for TF Serving, and JAX's DataParallel matches one device."""
     cohort_file = str(tmp_path / "cohort.keras")
     stdout, tensorflow = _job("tensorflow", tmp_path / "tf.npz", "--save", cohort_file)
     assert "tensorflow on 1 device" in stdout
@@ -64,7 +65,11 @@ def test_two_steps_give_the_same_weights_on_tensorflow_and_jax(tmp_path):
         jax_images,
     )
     assert "jax on 1 device" in stdout
-    for backend in (tensorflow, jax):  # mixed_bfloat16 trains on both.
+    stdout, torch = _job(
+        "torch", tmp_path / "torch.npz", "--init", init, "--load", cohort_file
+    )
+    assert "torch on 1 device" in stdout
+    for backend in (tensorflow, jax, torch):  # mixed_bfloat16 trains on each.
         losses = backend["bfloat16/losses"]
         assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     # A .keras file saved on TensorFlow loads on JAX: every weight, the
@@ -73,12 +78,14 @@ def test_two_steps_give_the_same_weights_on_tensorflow_and_jax(tmp_path):
     assert len(saved) > 30
     for key in saved:
         np.testing.assert_array_equal(jax[key], tensorflow[key], err_msg=key)
+        np.testing.assert_array_equal(torch[key], tensorflow[key], err_msg=key)
     # The steps moved the weights, so agreeing means something.
     for key in (k for k in tensorflow if "/after/" in k):
         initial = tensorflow[key.replace("/after/", "/init/")]
         if "/after/0" in key:
             assert np.max(np.abs(tensorflow[key] - initial)) > 1e-3
     _assert_same_training(jax, tensorflow)
+    _assert_same_training(torch, tensorflow)
 
     # A cohort trained on JAX is exported for TF Serving by the script, which
     # runs on TensorFlow.

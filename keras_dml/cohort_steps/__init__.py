@@ -4,8 +4,9 @@
 metrics and logs are Keras ops. What differs between backends is only how
 gradients are taken and applied and how replicas are counted, as Keras's own
 trainers are split: `tensorflow.TensorFlowSteps` (a `tf.GradientTape`,
-`tf.distribute` replicas) and `jax.JaxSteps` (`jax.value_and_grad` over the
-cohort's state, which Keras passes in and takes back). `CohortSteps` is the
+`tf.distribute` replicas), `jax.JaxSteps` (`jax.value_and_grad` over the
+cohort's state, which Keras passes in and takes back) and `torch.TorchSteps`
+(`torch.autograd.grad`, eager, one device). `CohortSteps` is the
 one for the backend Keras runs on.
 
 What a backend's class provides (the model calls nothing else of it):
@@ -22,7 +23,7 @@ What a backend's class provides (the model calls nothing else of it):
 
 import keras
 
-SUPPORTED_BACKENDS = ("tensorflow", "jax")
+SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def steps_class(backend=None):
@@ -36,6 +37,10 @@ def steps_class(backend=None):
         from keras_dml.cohort_steps.jax import JaxSteps
 
         return JaxSteps
+    if backend == "torch":
+        from keras_dml.cohort_steps.torch import TorchSteps
+
+        return TorchSteps
     return _UnsupportedBackend
 
 
