@@ -24,3 +24,15 @@ def _fresh_keras_state():
     yield
     keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session()
+
+
+def pytest_collection_modifyitems(config, items):
+    # The core test files also run under KERAS_BACKEND=jax and torch
+    # (tests/test_backends.py); what only TensorFlow has is marked.
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow only; this run uses {backend}")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)

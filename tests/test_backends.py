@@ -120,3 +120,39 @@ def test_two_steps_give_the_same_weights_on_every_backend(tmp_path):
     )
     assert "jax on 2 device(s)" in stdout
     _assert_same_training(parallel, jax)
+
+
+# The core test files (the loss, the mimicry methods, the cohort's steps,
+# callbacks and saving) run on every backend; tests that need TensorFlow
+# (a tf.GradientTape reference, TF Serving export) are marked
+# `tensorflow_only` and skipped there.
+CORE_FILES = (
+    "tests/test_losses.py",
+    "tests/test_mimicry.py",
+    "tests/test_mutual_learning.py",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_core_test_files_pass_on(backend):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            *CORE_FILES,
+        ],
+        cwd=os.path.dirname(os.path.dirname(JOB)),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert " passed" in result.stdout

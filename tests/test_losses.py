@@ -93,6 +93,7 @@ def test_terms_split_loss_into_ce_and_kl():
     assert float(only_second[0].loss) == pytest.approx(float(terms[1].loss), rel=1e-6)
 
 
+@pytest.mark.tensorflow_only  # tf.GradientTape; the backends share the loss
 def test_peer_loss_has_no_gradient_into_other_peers():
     rng = np.random.default_rng(2)
     logits = [tf.Variable(rng.normal(size=(6, 4)).astype("float32")) for _ in range(3)]

@@ -202,7 +202,8 @@ def test_dml_e_trains_exactly_as_dml():
         peers = [dense_peer(1, batchnorm=True), dense_peer(3), dense_peer(5)]
         model = keras_dml.MutualLearningModel(peers, mimicry=name, temperature=2.0)
         model.compile(keras.optimizers.SGD(0.3, momentum=0.9))
-        models[name] = (model, model.fit(x, y, batch_size=8, epochs=2, verbose=0))
+        history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        models[name] = (model, history)
     (dml, dml_history), (dml_e, dml_e_history) = models.values()
     for a, b in zip(dml.get_weights(), dml_e.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -300,6 +301,7 @@ def _image_peer(seed):
     return keras.Model(inputs, logits, name=f"image_peer_{seed}")
 
 
+@pytest.mark.tensorflow_only  # TF Serving export
 def test_export_of_the_averaged_peers(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(24, 8, 8, 3), dtype=np.uint8)
@@ -327,6 +329,7 @@ def test_export_of_the_averaged_peers(tmp_path):
         assert np.max(np.abs(live - averaged[k])) > 1e-3
 
 
+@pytest.mark.tensorflow_only  # TF Serving export
 def test_export_of_averaged_peers_needs_temporal_mean(tmp_path):
     with pytest.raises(ValueError, match="temporal_mean"):
         keras_dml.export.export_peers(

@@ -110,7 +110,11 @@ class JaxSteps:
             return total, (labels, logits, [logged for _, logged in objectives])
 
         (_, (labels, logits, logged)), grads = self._value_and_grad(loss_fn, variables)
-        self.optimizer.apply(grads, variables)
+        start = 0
+        for k, peer in enumerate(self.peers):
+            count = len(peer.trainable_variables)
+            self._apply(k, grads[start : start + count])
+            start += count
         return labels, logits, logged
 
     def _sequential_step(self, x, y):
@@ -140,14 +144,30 @@ class JaxSteps:
                 loss, terms = self._peer_objective(k, terms, aux_logits, labels, counts)
                 return self.peer_optimizers[k].scale_loss(loss), terms
 
-            variables = peer.trainable_variables
             (_, logged[k]), grads = self._value_and_grad(
-                loss_fn, variables, keep_updates=False
+                loss_fn, peer.trainable_variables, keep_updates=False
             )
-            self.peer_optimizers[k].apply(grads, variables)
+            self._apply(k, grads)
             if k < num_peers - 1:
                 current[k] = peer_logits(peer, x)
         return labels, logits, logged
+
+    def _apply(self, k, grads):
+        """Peer k's optimizer step, through its `stateless_apply` (what
+        Keras's JAX trainer uses; a `LossScaleOptimizer`'s conditional
+        updates need it), written back into the step's scope."""
+        scope = current_stateless_scope()
+        optimizer = self.peer_optimizers[k]
+        variables = self.peers[k].trainable_variables
+        new_variables, new_state = optimizer.stateless_apply(
+            [scope.get_current_value(v) for v in optimizer.variables],
+            grads,
+            [scope.get_current_value(v) for v in variables],
+        )
+        for variable, value in zip(variables, new_variables):
+            variable.assign(value)
+        for variable, value in zip(optimizer.variables, new_state):
+            variable.assign(value)
 
     def _checked(self, y, logits):
         """The labels as flat int32 ids. Their shape and type are checked when
