@@ -25,7 +25,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_dml  # noqa: E402
-from tests.helpers import NUM_CLASSES, NUM_FEATURES, data, dense_peer  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    NUM_CLASSES,
+    NUM_FEATURES,
+    data,
+    dense_peer,
+    image_peer,
+)
 
 # (name, update, mimicry, unlabeled examples per batch of 8)
 CASES = (
@@ -77,16 +83,7 @@ def cohort(update, mimicry):
 
 
 def image_cohort():
-    def peer(seed):
-        init = keras.initializers.GlorotUniform
-        inputs = keras.Input((8, 8, 3))
-        x = keras.layers.Conv2D(4, 3, kernel_initializer=init(seed))(inputs)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        logits = keras.layers.Dense(NUM_CLASSES, kernel_initializer=init(seed + 1))(x)
-        return keras.Model(inputs, logits, name=f"image_peer_{seed}")
-
-    model = keras_dml.MutualLearningModel([peer(1), peer(3)])
+    model = keras_dml.MutualLearningModel([image_peer(1), image_peer(3)])
     model.compile(keras.optimizers.SGD(0.1))
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(16, 8, 8, 3)).astype("float32")

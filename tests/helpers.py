@@ -24,6 +24,17 @@ def dense_peer(seed, *, batchnorm=False, hidden=8, num_classes=NUM_CLASSES, name
     return keras.Model(inputs, outputs, name=name or f"peer_{seed}")
 
 
+def image_peer(seed, size=8):
+    """A small convolutional peer (with BatchNorm) on size x size RGB images."""
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, kernel_initializer=init(seed))(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(NUM_CLASSES, kernel_initializer=init(seed + 1))(x)
+    return keras.Model(inputs, logits, name=f"image_peer_{seed}")
+
+
 def data(num_examples=32, seed=0, unlabeled=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_examples, NUM_FEATURES)).astype("float32")

@@ -11,7 +11,7 @@ from keras import ops
 import keras_dml
 from keras_dml import mimicry
 from keras_dml.losses import mutual_learning_terms
-from tests.helpers import NUM_CLASSES, data, dense_peer
+from tests.helpers import NUM_CLASSES, data, dense_peer, image_peer
 
 
 def _log_softmax(z):
@@ -291,23 +291,13 @@ def test_resume_from_a_keras_file_continues_bit_for_bit(tmp_path, method):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{name} {a.path}")
 
 
-def _image_peer(seed):
-    init = keras.initializers.GlorotUniform
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, kernel_initializer=init(seed))(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    logits = keras.layers.Dense(NUM_CLASSES, kernel_initializer=init(seed + 1))(x)
-    return keras.Model(inputs, logits, name=f"image_peer_{seed}")
-
-
 @pytest.mark.tensorflow_only  # TF Serving export
 def test_export_of_the_averaged_peers(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(24, 8, 8, 3), dtype=np.uint8)
     labels = rng.integers(0, NUM_CLASSES, size=24)
     model = keras_dml.MutualLearningModel(
-        [_image_peer(1), _image_peer(3)], mimicry=mimicry.TemporalMean(0.5)
+        [image_peer(1), image_peer(3)], mimicry=mimicry.TemporalMean(0.5)
     )
     model.compile(keras.optimizers.SGD(0.5))
     model.fit(images / 255.0, labels, batch_size=8, epochs=2, verbose=0)

@@ -107,14 +107,18 @@ def test_train_size_is_a_digits_setting():
         settings.resolve({"dataset": "cifar10", "model_dir": "x", "train_size": 50})
 
 
-def _quickstart(*flags):
+def _script(name, *flags):
     return subprocess.run(
-        [sys.executable, os.path.join(REPO, "scripts", "quickstart.py"), *flags],
+        [sys.executable, os.path.join(REPO, "scripts", name), *flags],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+
+
+def _quickstart(*flags):
+    return _script("quickstart.py", *flags)
 
 
 @pytest.mark.slow
@@ -167,13 +171,7 @@ def test_quickstart_refuses_per_run_settings(tmp_path):
 
 
 def _compare_mimicry(*flags):
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "scripts", "compare_mimicry.py"), *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    return _script("compare_mimicry.py", *flags)
 
 
 @pytest.mark.slow

@@ -13,17 +13,16 @@ labeled-example counts and BatchNorm statistics are the global batch's, as
 on one device.
 """
 
-import contextlib
-
 import jax
 from keras import StatelessScope, ops
 
+from keras_dml.cohort_steps.single_program import SingleProgramSteps
 from keras_dml.keras_internals import current_stateless_scope
-from keras_dml.labels import flat_labels, labeled_mask
+from keras_dml.labels import flat_labels
 from keras_dml.peer_calls import peer_logits, split_peer_output
 
 
-class JaxSteps:
+class JaxSteps(SingleProgramSteps):
     """`MutualLearningModel`'s steps on the JAX backend (see
     `keras_dml.cohort_steps`)."""
 
@@ -174,17 +173,3 @@ class JaxSteps:
         the step is traced; values out of range are not (JAX has no in-graph
         assertion): check labels before `fit` on this backend."""
         return flat_labels(y, logits[0].shape[-1])
-
-    def _num_replicas(self):
-        return 1  # One program over the global batch.
-
-    def _counts(self, labels):
-        _, mask = labeled_mask(labels)
-        local = (ops.sum(mask), ops.cast(ops.shape(mask)[0], "float32"))
-        return (*local, *local)
-
-    def _variable_scope(self):
-        return contextlib.nullcontext()
-
-    def _finalize_logs(self, logs):
-        return logs

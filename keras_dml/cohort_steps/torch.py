@@ -6,24 +6,17 @@ Keras's PyTorch trainer runs steps eagerly on one device (it has no
 TensorFlow or JAX backend.
 """
 
-import contextlib
-
 import torch
 from keras import ops
 
-from keras_dml.labels import check_label_values, flat_labels, labeled_mask
+from keras_dml.cohort_steps.single_program import SingleProgramSteps
+from keras_dml.labels import check_label_values, flat_labels
 from keras_dml.peer_calls import peer_logits
 
 
-class TorchSteps:
+class TorchSteps(SingleProgramSteps):
     """`MutualLearningModel`'s steps on the PyTorch backend (see
     `keras_dml.cohort_steps`)."""
-
-    def train_step(self, data):
-        return self._train_on(*self._unpack(data))
-
-    def test_step(self, data):
-        return self._test_on(*self._unpack(data))
 
     def _simultaneous_step(self, x, y):
         # With stop-gradient targets, the gradient of the summed losses with
@@ -82,17 +75,3 @@ class TorchSteps:
         num_classes = logits[0].shape[-1]
         check_label_values(ops.convert_to_numpy(y), num_classes)
         return flat_labels(y, num_classes)
-
-    def _num_replicas(self):
-        return 1
-
-    def _counts(self, labels):
-        _, mask = labeled_mask(labels)
-        local = (ops.sum(mask), ops.cast(ops.shape(mask)[0], "float32"))
-        return (*local, *local)
-
-    def _variable_scope(self):
-        return contextlib.nullcontext()
-
-    def _finalize_logs(self, logs):
-        return logs
