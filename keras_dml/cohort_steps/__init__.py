@@ -6,7 +6,8 @@ gradients are taken and applied and how replicas are counted, as Keras's own
 trainers are split: `tensorflow.TensorFlowSteps` (a `tf.GradientTape`,
 `tf.distribute` replicas), `jax.JaxSteps` (`jax.value_and_grad` over the
 cohort's state, which Keras passes in and takes back) and `torch.TorchSteps`
-(`torch.autograd.grad`, eager, one device). `CohortSteps` is the
+(`torch.autograd.grad`, eager, one device); the last two share
+`single_program.SingleProgramSteps` (no replicas to count). `CohortSteps` is the
 one for the backend Keras runs on.
 
 What a backend's class provides (the model calls nothing else of it):
