@@ -272,7 +272,24 @@ def export_peers(
     keras_dml.export.export_peers(model, "/models", version=1)
     # /models/resnet32/1, /models/resnet32_1/1, /models/ensemble/1
     ```
+
+    On JAX or PyTorch the export runs in a TensorFlow child process on a
+    saved copy of the model (`keras_dml.export_process`): TensorFlow must be
+    installed, as it is with keras_dml.
     """
+    if keras.backend.backend() != "tensorflow":
+        from keras_dml.export_process import export_in_tensorflow
+
+        return export_in_tensorflow(
+            model,
+            export_dir,
+            version=version,
+            include_ensemble=include_ensemble,
+            preprocessing=preprocessing,
+            image_shape=image_shape,
+            overwrite=overwrite,
+            use_averaged=use_averaged,
+        )
     _check_version(version)
     peers = _peers_of(model)
     weights = _weights_to_export(model, use_averaged)

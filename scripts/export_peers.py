@@ -8,7 +8,14 @@ each a SavedModel whose `serving_default` signature takes uint8 `images`
 peers also have `embed`). README "Serving" shows how to serve them.
 """
 
-import _cli  # First: quiets TensorFlow's start-up before anything loads it.
+import os
+
+# TF Serving's SavedModels are TensorFlow graphs: this script exports on
+# TensorFlow whatever KERAS_BACKEND says (a cohort trained on JAX or
+# PyTorch loads here unchanged).
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+import _cli  # noqa: E402  First: quiets TensorFlow's start-up.
 
 _cli.quiet_tensorflow()
 

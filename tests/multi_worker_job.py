@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 import keras_dml  # noqa: E402
 from keras_dml.callbacks import EpochCheckpoint  # noqa: E402
 from keras_dml.data import array_dataset, cifar100  # noqa: E402
-from keras_dml.training.strategies import is_chief, writable_dir  # noqa: E402
+from keras_dml.training.devices import TensorFlowDevices  # noqa: E402
 
 GLOBAL_BATCH, STEPS, EPOCHS, SEED = 8, 3, 2, 5
 
@@ -79,7 +79,9 @@ def main(output, checkpoint_dir=None, epochs=EPOCHS):
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"])
     callbacks, initial_epoch = [], 0
     if checkpoint_dir:
-        checkpoint = EpochCheckpoint(writable_dir(strategy, checkpoint_dir))
+        checkpoint = EpochCheckpoint(
+            TensorFlowDevices(strategy).writable_dir(checkpoint_dir)
+        )
         with strategy.scope():
             initial_epoch = checkpoint.restore(model, checkpoint_dir)
         callbacks.append(checkpoint)
@@ -97,7 +99,7 @@ def main(output, checkpoint_dir=None, epochs=EPOCHS):
     np.savez(
         output,
         *[v.numpy() for v in model.trainable_variables],
-        chief=is_chief(strategy),
+        chief=TensorFlowDevices(strategy).is_chief,
         losses=np.array([history[f"peer{i}_loss"] for i in range(2)]),
     )
 

@@ -123,13 +123,14 @@ def test_two_steps_give_the_same_weights_on_every_backend(tmp_path):
 
 
 # The core test files (the loss, the mimicry methods, the cohort's steps,
-# callbacks and saving) run on every backend; tests that need TensorFlow
+# callbacks and saving, re-ID features) run on every backend; tests that need TensorFlow
 # (a tf.GradientTape reference, TF Serving export) are marked
 # `tensorflow_only` and skipped there.
 CORE_FILES = (
     "tests/test_losses.py",
     "tests/test_mimicry.py",
     "tests/test_mutual_learning.py",
+    "tests/test_reid_features.py",
 )
 
 

@@ -370,7 +370,37 @@ def test_peers_preprocessing_is_what_the_peers_name():
         peers_preprocessing([reid, _reid_peer("c")])
 
 
+def test_export_from_another_backend_runs_in_a_tensorflow_process(tmp_path):
+    """What `export_peers` does on JAX or PyTorch: the model crosses to a
+    TensorFlow child process in a .keras file, and the child's errors come
+    back as their own type."""
+    from keras_dml.export_process import export_in_tensorflow
+
+    peers = [_reid_peer("a"), _reid_peer("b")]
+    written = export_in_tensorflow(
+        peers, str(tmp_path / "child"), preprocessing="imagenet", version=2
+    )
+    assert sorted(written) == ["a", "b", "ensemble"]
+    export_peers(peers, tmp_path / "here", preprocessing="imagenet", version=2)
+    images = tf.constant(_images((24, 12, 3)))
+    for name in written:
+        outputs = [
+            tf.saved_model.load(str(tmp_path / where / name / "2")).signatures[
+                "serving_default"
+            ](images=images)["probabilities"]
+            for where in ("child", "here")
+        ]
+        np.testing.assert_array_equal(*outputs)
+    with pytest.raises(FileExistsError, match=r"already exist.*overwrite=True"):
+        export_in_tensorflow(
+            peers, str(tmp_path / "child"), preprocessing="imagenet", version=2
+        )
+    with pytest.raises(ValueError, match="use_averaged=True"):
+        export_in_tensorflow(peers, str(tmp_path / "x"), use_averaged=True)
+
+
 def test_export_script_on_a_saved_cohort(tmp_path):
+    """The script exports on TensorFlow whatever KERAS_BACKEND says."""
     model = keras_dml.MutualLearningModel([_reid_peer("a"), _reid_peer("b")])
     model.save(tmp_path / "cohort.keras")
     command = [
@@ -381,7 +411,7 @@ def test_export_script_on_a_saved_cohort(tmp_path):
         "--version=2",
         "--preprocessing=imagenet",
     ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "jax"}
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=env
     )

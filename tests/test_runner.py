@@ -348,11 +348,3 @@ def test_a_killed_process_leaves_no_stuck_lock(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     RunLock(str(tmp_path)).acquire().release()
-
-
-def test_the_runner_says_it_runs_on_tensorflow(tmp_path, monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    config = settings.resolve({"dataset": "digits", "model_dir": str(tmp_path / "r")})
-    with pytest.raises(ValueError, match="TensorFlow backend; this process uses 'jax'"):
-        run(config)
-    assert not (tmp_path / "r").exists()

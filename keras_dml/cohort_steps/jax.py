@@ -7,13 +7,22 @@ variable to its value, so the forward pass, the mimicry method's state, the
 optimizers' updates and the metrics are written once for every backend; only
 the gradient is JAX's.
 
-Distribution: `keras.distribution.DataParallel` shards every batch over the
-devices and runs the step on the global batch (one program, SPMD): the
-labeled-example counts and BatchNorm statistics are the global batch's, as
-on one device.
+Distribution: under `keras.distribution.DataParallel`, `fit` shards every
+batch over the devices and runs the step on the global batch (one program,
+SPMD): the labeled-example counts and BatchNorm statistics are the global
+batch's, as on one device. `evaluate` and `predict` differ from Keras's JAX
+trainer here: they give every device whole batches (the weights are
+replicated anyway), since a test set's last batch rarely divides by the
+number of devices, and JAX cannot shard it. Evaluation is a small part of
+the work; its metrics are exact for a test set of any size. On several
+processes, each then evaluates all of the data it is given: give every
+process the same evaluation data.
 """
 
+import contextlib
+
 import jax
+import keras
 from keras import StatelessScope, ops
 
 from keras_dml.cohort_steps.single_program import SingleProgramSteps
@@ -46,6 +55,14 @@ class JaxSteps(SingleProgramSteps):
         return self._stateless(
             groups, state, lambda: self._test_on(*self._unpack(data))
         )
+
+    def evaluate(self, *args, **kwargs):
+        with whole_batches():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with whole_batches():
+            return super().predict(*args, **kwargs)
 
     def _stateless(self, groups, state, step):
         """Runs `step()` with every variable of `groups` at its value in
@@ -173,3 +190,19 @@ class JaxSteps(SingleProgramSteps):
         the step is traced; values out of range are not (JAX has no in-graph
         assertion): check labels before `fit` on this backend."""
         return flat_labels(y, logits[0].shape[-1])
+
+
+@contextlib.contextmanager
+def whole_batches():
+    """No `keras.distribution` inside: Keras's JAX trainer then passes each
+    batch whole, and the jitted step runs it on every device the (replicated)
+    weights are on."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)

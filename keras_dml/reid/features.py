@@ -1,5 +1,6 @@
 """Re-ID features: the pooled embeddings of one peer or of a whole cohort."""
 
+import contextlib
 from typing import NamedTuple
 
 import keras
@@ -61,13 +62,14 @@ def extract_features(
             f"`ensemble` must be one of {ENSEMBLES}. Received: {ensemble!r}"
         )
 
-    @tf.function
+    @_for_inference
     def embed(images):
         outputs = []
         for peer in peers:
             embedding = _embedding(peer, images)
             if flip:
-                embedding = (embedding + _embedding(peer, images[:, :, ::-1])) / 2
+                mirrored = images[:, :, ::-1]
+                embedding = (embedding + _embedding(peer, mirrored)) / 2
             outputs.append(embedding)
         return outputs
 
@@ -84,7 +86,7 @@ def extract_features(
                 "'camera_id': ...}), as market1501_dataset(root, 'query') does."
             )
         for store, embedding in zip(per_peer, embed(images)):
-            store.append(embedding.numpy())
+            store.append(keras.ops.convert_to_numpy(embedding))
         person_ids.append(np.asarray(ids["person_id"]))
         camera_ids.append(np.asarray(ids["camera_id"]))
         progress.update(step + 1)
@@ -113,10 +115,34 @@ def combine(features, ensemble="concat"):
 
 
 def _embedding(peer, images):
-    output = peer(images, training=False)
+    if keras.backend.backend() == "tensorflow":
+        output = peer(images, training=False)
+    else:
+        output = peer.predict_on_batch(images)
     if not isinstance(output, dict) or "embedding" not in output:
         raise ValueError(
             f"Peer {peer.name!r} returns no 'embedding'; re-ID peers return "
             "{'logits': ..., 'embedding': ...} (see keras_dml.models.reid_mobilenet)."
         )
-    return tf.cast(output["embedding"], tf.float32)
+    return keras.ops.cast(output["embedding"], "float32")
+
+
+def _for_inference(embed):
+    """`embed` as this backend runs inference best: a `tf.function` on
+    TensorFlow; on JAX and PyTorch, each peer's own compiled `predict_on_batch`
+    (jitted on JAX, without gradients on PyTorch). Under a JAX
+    `DataParallel` distribution each batch is given whole to the
+    (replicated) weights, so a batch of any size works."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return tf.function(embed)
+
+    def run(images):
+        if backend == "jax":
+            from keras_dml.cohort_steps.jax import whole_batches
+        else:
+            whole_batches = contextlib.nullcontext
+        with whole_batches():
+            return embed(np.asarray(images))
+
+    return run

@@ -1,6 +1,7 @@
-"""Running experiments: settings, the one runner, strategies, reports."""
+"""Running experiments: settings, the one runner, devices, reports."""
 
 from keras_dml.training.config import SETTINGS, RunConfig, resolve
+from keras_dml.training.devices import make_devices
 from keras_dml.training.loop import TrainingDiverged
 from keras_dml.training.run import run
 from keras_dml.training.strategies import make_strategy
@@ -9,6 +10,7 @@ __all__ = [
     "SETTINGS",
     "RunConfig",
     "TrainingDiverged",
+    "make_devices",
     "make_strategy",
     "resolve",
     "run",

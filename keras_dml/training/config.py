@@ -288,7 +288,10 @@ SETTINGS = (
     _s(
         "strategy",
         "auto",
-        "tf.distribute strategy.",
+        "Devices: one_device, mirrored (every local GPU), multi_worker (several "
+        "hosts: TF_CONFIG on TensorFlow, KERAS_DISTRIBUTION_* on JAX) or auto. "
+        "TensorFlow uses tf.distribute, JAX keras.distribution.DataParallel; "
+        "PyTorch trains on one device.",
         "str",
         "devices",
         choices=STRATEGIES,

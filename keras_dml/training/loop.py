@@ -24,6 +24,7 @@ def fit_with_checkpoints(
     restore_from,
     validation_data=None,
     verbose=1,
+    restore_scope=contextlib.nullcontext,
 ):
     """Resumes from `restore_from/checkpoints` and trains up to `epochs`.
 
@@ -32,6 +33,8 @@ def fit_with_checkpoints(
             from `initial_epoch` on.
         write_to: where checkpoints/, history.csv and tensorboard/ go.
         restore_from: the run folder to resume from (the chief's).
+        restore_scope: `() -> context` the checkpoint is restored in: the
+            devices' scope, where multi-worker variables load collectively.
 
     Returns:
         The logs of every completed epoch (a list of dicts with "epoch").
@@ -46,8 +49,7 @@ def fit_with_checkpoints(
             csv_path=os.path.join(write_to, "history.csv"),
             stop_on_nan=stop,
         )
-    # Under the model's strategy: multi-worker variables load collectively.
-    with model.distribute_strategy.scope():
+    with restore_scope():
         initial_epoch = checkpoint.restore(
             model, os.path.join(restore_from, "checkpoints")
         )
@@ -110,11 +112,9 @@ def writing_outputs(write_to):
 
 
 def mixed_precision_policy(enabled):
-    import tensorflow as tf
+    from keras_dml.training.devices import has_gpu
 
     if not enabled:
         return "float32"
     # float16 needs a GPU to be fast; CPUs with AVX512-BF16/AMX run bfloat16.
-    return (
-        "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    )
+    return "mixed_float16" if has_gpu() else "mixed_bfloat16"

@@ -23,15 +23,27 @@ def versions():
 
     import keras_dml
 
-    return {
+    found = {
         "keras_dml": keras_dml.__version__,
         "keras": keras.__version__,
-        "tensorflow": tf.__version__,
+        "backend": keras.backend.backend(),
+        "tensorflow": tf.__version__,  # The data pipelines are tf.data.
         "numpy": numpy.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "devices": [d.name for d in tf.config.list_logical_devices()],
     }
+    if found["backend"] == "jax":
+        import jax
+
+        found.update(jax=jax.__version__, devices=[str(d) for d in jax.devices()])
+    elif found["backend"] == "torch":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        found.update(torch=torch.__version__, devices=[device])
+    else:
+        found["devices"] = [d.name for d in tf.config.list_logical_devices()]
+    return found
 
 
 def accuracy_series(history, metric="accuracy", prefix="val_"):

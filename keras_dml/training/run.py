@@ -1,5 +1,5 @@
 """One runner for every dataset: a run folder owned by one process, the data,
-the cohort under the strategy, a resumable fit, and what a run leaves behind.
+the cohort on the backend's devices, a resumable fit, and what a run leaves behind.
 
 `scripts/train.py` (and its aliases `train_cifar.py`, `train_market1501.py`)
 maps its flags onto a `RunConfig` and calls `run`; `reproduce_table.py` calls
@@ -24,8 +24,8 @@ from keras_dml.export import export_peers
 from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.training import config as settings
 from keras_dml.training import loop, reports
+from keras_dml.training.devices import make_devices
 from keras_dml.training.lock import RunLock
-from keras_dml.training.strategies import check_seed, make_strategy, writable_dir
 
 CONFIG_FILE = "config.json"
 
@@ -122,7 +122,7 @@ def prepared_run(config):
     """Everything a run does before building its model, and undoes after.
 
     In order: checks the data path; sets TensorFlow's CPU threads and
-    creates the strategy (first of the TensorFlow work: neither can change
+    creates the devices (first of the backend's work: neither can change
     once ops have run);
     takes the run folder's lock (the chief's); refuses to resume a different
     run; reads and checks the data (a batch larger than the training set is
@@ -131,36 +131,29 @@ def prepared_run(config):
     leaves no folder that would refuse the corrected command.
 
     Yields:
-        `(config, strategy, write_to, data)`: the config with its seed, the
-        strategy, the folder this process writes to (`model_dir` on the
+        `(config, devices, write_to, data)`: the config with its seed, the
+        `Devices` it trains on, the folder this process writes to (`model_dir` on the
         chief, a private temporary folder on other workers) and the
         `LoadedData`.
     """
-    if keras.backend.backend() != "tensorflow":
-        # The runner's devices are tf.distribute strategies; the cohort itself
-        # also trains on JAX (README "Backends").
-        raise ValueError(
-            "The training scripts run on Keras's TensorFlow backend; this "
-            f"process uses {keras.backend.backend()!r} (KERAS_BACKEND). Unset "
-            "KERAS_BACKEND or set it to tensorflow; on JAX, train a "
-            "MutualLearningModel from Python."
-        )
     settings.validate(config)
+    _check_backend(config)
     problem = datasets.data_dir_problem(config)
     if problem:
         raise ValueError(problem)
     created = not os.path.exists(config.model_dir)
     files.ensure_writable_dir(config.model_dir, "--model_dir")
     try:
-        # Before TensorFlow's first op, after which it cannot change.
-        configure_cpu_threads(len(config.peers), config.cpu_threads)
-        strategy = make_strategy(config.strategy)
-        write_to = writable_dir(strategy, config.model_dir)
+        if keras.backend.backend() == "tensorflow":
+            # Before TensorFlow's first op, after which it cannot change.
+            configure_cpu_threads(len(config.peers), config.cpu_threads)
+        devices = make_devices(config.strategy)
+        write_to = devices.writable_dir(config.model_dir)
         with contextlib.ExitStack() as stack:
             if write_to == config.model_dir:
                 stack.enter_context(RunLock(config.model_dir))
             config = check_resume(config)
-            check_seed(strategy, config.seed)
+            devices.check_seed(config.seed)
             config = config.replace(seed=resolve_seed(config.seed))
             data = datasets.get(config.dataset).load(config)
             _check_against_data(config, data)
@@ -170,8 +163,8 @@ def prepared_run(config):
             with loop.writing_outputs(write_to):
                 files.write_json(os.path.join(write_to, CONFIG_FILE), config.asdict())
             created = False  # It holds a run now.
-            with _precision_and_seeds(config):
-                yield config, strategy, write_to, data
+            with _precision_and_seeds(config), devices.running():
+                yield config, devices, write_to, data
     finally:
         if created:
             _remove_if_empty(config.model_dir)
@@ -194,10 +187,31 @@ def _remove_if_empty(folder):
             os.rmdir(folder)
 
 
+def _check_backend(config):
+    backend = keras.backend.backend()
+    if backend != "tensorflow" and config.cpu_threads:
+        raise ValueError(
+            f"--cpu_threads sets TensorFlow's threads per op; this process trains "
+            f"on {backend} (KERAS_BACKEND), which chooses its own. Leave it unset."
+        )
+
+
+def _make_deterministic():
+    """Deterministic kernels on this backend (JAX's CPU and TPU kernels
+    already are; on GPUs, set XLA_FLAGS=--xla_gpu_deterministic_ops=true)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+
+
 @contextlib.contextmanager
 def _precision_and_seeds(config):
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        _make_deterministic()
     keras.utils.set_random_seed(config.seed)
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(
@@ -251,7 +265,7 @@ def make_optimizer(config, steps_per_epoch):
 
 
 def build_cohort(config, data, steps_per_epoch):
-    """The compiled MutualLearningModel of a run (call inside the strategy scope)."""
+    """The compiled MutualLearningModel of a run (call inside `Devices.scope()`)."""
     peers = [
         models.build(
             name,
@@ -281,14 +295,12 @@ def build_cohort(config, data, steps_per_epoch):
     return model
 
 
-def _training_data(config, data, strategy, initial_epoch):
-    def make(input_context=None):
-        return data.train(config.seed, config.epochs, initial_epoch, input_context)
-
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # Each worker keeps its slice of every global batch.
-        return strategy.distribute_datasets_from_function(make)
-    return make()
+def _training_data(config, data, devices, initial_epoch):
+    return devices.training_data(
+        lambda input_context: data.train(
+            config.seed, config.epochs, initial_epoch, input_context
+        )
+    )
 
 
 # ------------------------------------------------------------------ reports
@@ -301,7 +313,7 @@ def run_label(config):
     return "DML" if config.mimicry == "pairwise" else config.mimicry
 
 
-def _reports(config, write_to, model, history, evaluation, started, strategy, steps):
+def _reports(config, write_to, model, history, evaluation, started, devices, steps):
     names = [peer.name for peer in model.peers]
     results = {
         **evaluation,
@@ -314,8 +326,9 @@ def _reports(config, write_to, model, history, evaluation, started, strategy, st
         "wall_time_seconds": time.time() - started,
         "flags": config.asdict(),
         "versions": reports.versions(),
-        "strategy": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
+        "backend": keras.backend.backend(),
+        "strategy": devices.name,
+        "replicas": devices.replicas,
         "history": history,
     }
     dataset = datasets.get(config.dataset)
@@ -372,17 +385,18 @@ def run(config):
         keras_dml.files.OutputError: an output could not be written.
     """
     started = time.time()
-    with prepared_run(config) as (config, strategy, write_to, data):
+    with prepared_run(config) as (config, devices, write_to, data):
         steps = data.steps_per_epoch(config.batch_size, config.steps_per_epoch)
-        with strategy.scope():
+        with devices.scope():
             model = build_cohort(config, data, steps)
         history = loop.fit_with_checkpoints(
             model,
-            lambda initial_epoch: _training_data(config, data, strategy, initial_epoch),
+            lambda initial_epoch: _training_data(config, data, devices, initial_epoch),
             epochs=config.epochs,
             steps_per_epoch=steps,
             write_to=write_to,
             restore_from=config.model_dir,  # Every worker resumes from the chief's.
+            restore_scope=devices.scope,
             validation_data=data.validation,
             verbose=config.verbose,
         )
@@ -397,5 +411,5 @@ def run(config):
                     overwrite=True,
                 )
             return _reports(
-                config, write_to, model, history, evaluation, started, strategy, steps
+                config, write_to, model, history, evaluation, started, devices, steps
             )

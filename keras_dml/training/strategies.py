@@ -1,8 +1,8 @@
-"""Choosing a tf.distribute strategy by name, and who writes files under it."""
+"""Choosing a tf.distribute strategy by name, and which process is the chief
+(`devices.py` wraps them with the other backends' devices)."""
 
 import json
 import os
-import tempfile
 
 import tensorflow as tf
 
@@ -66,22 +66,6 @@ def is_chief(strategy):
     return not has_chief and task_type == "worker" and task_id == 0
 
 
-def writable_dir(strategy, model_dir):
-    """`model_dir` on the chief; a private temporary folder on other workers.
-
-    Every worker must take part in saving (variables may need collective reads),
-    but only the chief's files are kept.
-    """
-    if is_chief(strategy):
-        return model_dir
-    return tempfile.mkdtemp(prefix="keras_dml_worker_")
-
-
-def check_seed(strategy, seed):
-    """Several workers must draw the same data order: they need one seed."""
-    workers = getattr(strategy.extended, "_num_workers", 1)
-    if workers > 1 and seed is None:
-        raise ValueError(
-            f"--seed is required with {workers} workers: every worker draws the "
-            "same permutation of the data and keeps its own slice of each batch."
-        )
+def num_workers(strategy):
+    """The processes (workers) `strategy` trains on."""
+    return getattr(strategy.extended, "_num_workers", 1)

@@ -1,0 +1,85 @@
+"""`export_peers` from a process on JAX or PyTorch.
+
+TF Serving serves TensorFlow graphs, and the exported graph's preprocessing
+is TensorFlow code, so a cohort trained on another backend is exported by a
+TensorFlow process: this one saves the model into a temporary folder, starts
+`python -m keras_dml.export_process` with `KERAS_BACKEND=tensorflow`, which
+loads it and calls `export_peers` with the same arguments, and raises the
+child's error as its own. The weights cross backends exactly (`.keras`).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import keras
+
+# The errors `export_peers` raises on bad input, re-raised as the same type.
+_ERRORS = {e.__name__: e for e in (ValueError, FileExistsError, OSError)}
+
+
+def export_in_tensorflow(model, export_dir, **options):
+    """`keras_dml.export.export_peers(model, export_dir, **options)`, run by a
+    TensorFlow child process on a saved copy of `model`."""
+    folder = tempfile.mkdtemp(prefix="keras_dml_export_")
+    try:
+        if isinstance(model, (list, tuple)):
+            saved = [os.path.join(folder, f"peer{i}.keras") for i in range(len(model))]
+            for peer, path in zip(model, saved):
+                peer.save(path)
+        else:
+            saved = os.path.join(folder, "cohort.keras")
+            model.save(saved)
+        request = os.path.join(folder, "request.json")
+        with open(request, "w") as f:
+            json.dump({"model": saved, "export_dir": export_dir, "options": options}, f)
+        child = subprocess.run(
+            [sys.executable, "-m", "keras_dml.export_process", request],
+            env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+            capture_output=True,
+            text=True,
+        )
+        answer_path = os.path.join(folder, "answer.json")
+        if not os.path.exists(answer_path):
+            raise RuntimeError(
+                f"The TensorFlow export process failed (exit code "
+                f"{child.returncode}):\n{child.stderr[-3000:]}"
+            )
+        with open(answer_path) as f:
+            answer = json.load(f)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if "error" in answer:
+        raise _ERRORS.get(answer["error"], RuntimeError)(answer["message"])
+    return answer["written"]
+
+
+def _main(request_path):
+    from keras_dml.export import export_peers
+    from keras_dml.saving import load_keras_file
+
+    with open(request_path) as f:
+        request = json.load(f)
+    saved = request["model"]
+    if isinstance(saved, list):
+        model = [load_keras_file(path, "peer") for path in saved]
+    else:
+        model = load_keras_file(saved, "cohort")
+    options = request["options"]
+    try:
+        answer = {"written": export_peers(model, request["export_dir"], **options)}
+    except tuple(_ERRORS.values()) as error:
+        kind = next(c for c in type(error).__mro__ if c.__name__ in _ERRORS)
+        answer = {"error": kind.__name__, "message": str(error)}
+    answer_path = os.path.join(os.path.dirname(request_path), "answer.json")
+    with open(answer_path, "w") as f:
+        json.dump(answer, f)
+
+
+if __name__ == "__main__":
+    if keras.backend.backend() != "tensorflow":
+        sys.exit("keras_dml.export_process runs with KERAS_BACKEND=tensorflow.")
+    _main(sys.argv[1])
