@@ -127,3 +127,40 @@ def test_bad_arguments_raise(make, message):
 def test_other_resnet_depths_are_registered(name, count):
     net = models.get(name, num_classes=100)
     assert net.count_params() == count and net.depth == int(name[len("resnet") :])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(
+    "shape, filters", [((3, 32, 32, 16), 32), ((2, 7, 9, 5), 12), ((2, 8, 8, 4), 4)]
+)
+def test_zero_pad_shortcut_is_subsample_and_pad_bit_for_bit(shape, filters, dtype):
+    """The shortcut's convolution form (TensorFlow) gives exactly the
+    strided slice and zero padding of option A, forward and backward, also
+    for odd sizes and in bfloat16."""
+    import tensorflow as tf
+
+    from keras_dml.models.resnet_cifar import ZeroPadShortcut
+
+    rng = np.random.default_rng(0)
+    x = tf.cast(rng.normal(size=shape).astype("float32"), dtype)
+    upstream = tf.cast(
+        rng.normal(size=(shape[0], -(-shape[1] // 2), -(-shape[2] // 2), filters)),
+        dtype,
+    )
+    extra = filters - shape[-1]
+    pads = [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]]
+
+    def outputs_and_gradient(function):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = function(x)
+        return y, tape.gradient(y, x, output_gradients=upstream)
+
+    policy = "mixed_bfloat16" if dtype == "bfloat16" else "float32"
+    got = outputs_and_gradient(ZeroPadShortcut(filters, 2, dtype=policy))
+    want = outputs_and_gradient(lambda t: tf.pad(t[:, ::2, ::2, :], pads))
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(
+            tf.cast(a, "float32").numpy(), tf.cast(b, "float32").numpy()
+        )

@@ -1,6 +1,7 @@
 """ResNet for CIFAR (He et al., 2016, section 4.2): 6n+2 layers, 16/32/64 filters."""
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from keras_dml.models import common
@@ -90,7 +91,17 @@ class ResNetCIFAR(common.PeerNetwork):
 
 @keras.saving.register_keras_serializable(package="keras_dml")
 class ZeroPadShortcut(layers.Layer):
-    """Identity shortcut across a stage change: subsample, zero-pad channels."""
+    """Identity shortcut across a stage change: subsample, zero-pad channels.
+
+    On TensorFlow the two steps are one 1x1 convolution with stride
+    `strides` whose kernel copies input channel i to output channel
+    `pad + i`: TensorFlow's strided slice (and its gradient) is a generic,
+    slow kernel, and this took 3.5% off a ResNet-32 DML step on a CPU
+    (BENCHMARKS.md). The result is the same bit for bit: each output is one
+    input times 1.0 plus zeros (an infinite input would give NaN in the
+    padded channels instead of 0, but then the loss is already infinite).
+    Other backends slice, which costs them nothing.
+    """
 
     def __init__(self, filters, strides=2, **kwargs):
         super().__init__(**kwargs)
@@ -98,9 +109,16 @@ class ZeroPadShortcut(layers.Layer):
         self.strides = strides
 
     def call(self, x):
+        channels = x.shape[-1]
+        extra = self.filters - channels
+        before = extra // 2
+        if keras.backend.backend() == "tensorflow" and extra >= 0:
+            selector = np.zeros((1, 1, channels, self.filters), "float32")
+            selector[0, 0, np.arange(channels), before + np.arange(channels)] = 1.0
+            kernel = ops.convert_to_tensor(selector, dtype=x.dtype)
+            return ops.conv(x, kernel, strides=self.strides, padding="valid")
         x = x[:, :: self.strides, :: self.strides, :]
-        extra = self.filters - x.shape[-1]
-        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]])
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, extra - before]])
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
