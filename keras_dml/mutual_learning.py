@@ -574,11 +574,15 @@ class MutualLearningModel(CohortSteps, keras.Model):
         own), under stop-gradient."""
         return self.mimicry.teacher_logits(self.peers, x, logits, training=training)
 
-    def _peer_objective(self, k, terms, aux_logits, labels, counts):
+    def _peer_objective(
+        self, k, terms, aux_logits, labels, counts, regularization=None
+    ):
         """Peer k's loss: `(this replica's share for the gradient, logged terms)`.
 
         Adds to the DML terms the auxiliary classifiers' cross-entropy (weight
-        `aux_loss_weight`) and the peer's own regularization losses.
+        `aux_loss_weight`) and the peer's own regularization losses (read
+        from the peer, or `regularization`: their sum, when a step computed
+        it with the forward pass).
 
         Keras sums gradients over replicas, so each replica divides its CE sums
         by the global number of labeled examples, its KL sum by the global
@@ -598,9 +602,10 @@ class MutualLearningModel(CohortSteps, keras.Model):
         ce = ops.divide_no_nan(ce_sum, global_labeled)
         kl = ops.divide_no_nan(terms.kl * num_examples, global_examples)
         share = dml_losses.combine_terms(ce, kl, self.kl_weight, self.temperature)
-        peer = self.peers[k]
-        if peer.losses:
-            share = share + sum(peer.losses) / self._num_replicas()
+        if regularization is None and self.peers[k].losses:
+            regularization = sum(self.peers[k].losses)
+        if regularization is not None:
+            share = share + regularization / self._num_replicas()
         logged_loss = share * ops.divide_no_nan(global_examples, num_examples)
         return share, dml_losses.PeerLossTerms(logged_loss, terms.ce, terms.kl)
 

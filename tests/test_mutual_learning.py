@@ -285,6 +285,35 @@ def test_sequential_recompute_leaves_batchnorm_statistics_updated_once():
         assert_weights_close([v.numpy() for v in moving], [v.numpy() for v in expected])
 
 
+class _CountingPeer(keras.Model):
+    """A peer that counts its forward passes."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(name=inner.name, **kwargs)
+        self.inner = inner
+        self.calls = 0
+
+    def call(self, x, training=False):
+        self.calls += 1
+        return self.inner(x, training=training)
+
+
+@pytest.mark.parametrize("update, passes", [("simultaneous", 3), ("sequential", 5)])
+def test_a_step_makes_k_or_2k_minus_1_forward_passes(update, passes):
+    """K for the simultaneous order; 2K - 1 for Algorithm 1 on every backend:
+    each peer's pass is recorded once, and a peer's predictions are computed
+    again only after its update, for the peers after it."""
+    x, y = data(8)
+    peers = [_CountingPeer(dense_peer(i + 1)) for i in range(3)]
+    model = keras_dml.MutualLearningModel(peers, update=update)
+    model.compile(keras.optimizers.SGD(0.1), run_eagerly=True)  # Python counts.
+    model.train_on_batch(x, y)  # Builds the peers.
+    for peer in peers:
+        peer.calls = 0
+    model.train_on_batch(x, y)
+    assert sum(peer.calls for peer in peers) == passes
+
+
 def test_unlabeled_batch_trains_through_mimicry_only():
     x, _ = data(8)
     y = np.full(8, -1, "int32")

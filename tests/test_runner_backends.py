@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
@@ -21,8 +22,6 @@ from keras_dml.training.run import run
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "train.py")
 TIMEOUT = 600
-# Multi-process JAX opens a coordinator port: see test_multi_worker_runner.py.
-pytestmark = pytest.mark.xdist_group("ports")
 
 
 def _env(backend, **extra):
@@ -77,18 +76,19 @@ def _assert_same_weights(a, b, atol=1e-4):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=atol)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_a_run_resumes_exactly_reports_and_exports(tmp_path, backend):
-    common = ["--dataset=digits", "--smoke_test", "--deterministic"]
+def _resume_and_report(backend, flags, tmp_path, *others):
+    """Runs `flags` straight (exported) and as one epoch then a resumed run,
+    beside the started processes `others`; checks that the resumed run
+    ends with the straight run's weights, exactly, and what the straight run
+    reports. Returns the straight run's folder."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     first = _train(
-        backend, *common, "--epochs=1", "--noexport", f"--model_dir={resumed}"
+        backend, *flags, "--epochs=1", "--noexport", f"--model_dir={resumed}"
     )
-    whole = _train(backend, *common, "--epochs=2", f"--model_dir={straight}")
-    _succeeded(first, whole)
+    whole = _train(backend, *flags, "--epochs=2", f"--model_dir={straight}")
+    _succeeded(first, whole, *others)
     (stdout,) = _succeeded(
-        _train(backend, *common, "--epochs=2", "--noexport", f"--model_dir={resumed}")
+        _train(backend, *flags, "--epochs=2", "--noexport", f"--model_dir={resumed}")
     )
     assert "Resuming after epoch 1" in stdout
     _assert_same_weights(straight, resumed, atol=0)  # Exactly.
@@ -102,6 +102,62 @@ def test_a_run_resumes_exactly_reports_and_exports(tmp_path, backend):
     for name in ("cnn_small", "cnn_wide", "ensemble"):
         assert (straight / "export" / name / "1" / "saved_model.pb").is_file()
     assert not (resumed / "export").exists()
+    return straight
+
+
+@pytest.mark.slow
+def test_a_torch_run_resumes_exactly_reports_and_exports(tmp_path):
+    _resume_and_report(
+        "torch", ["--dataset=digits", "--smoke_test", "--deterministic"], tmp_path
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ports")
+def test_jax_runs_resume_exactly_and_train_as_one_device_on_several(tmp_path):
+    """A one-device run resumes exactly, reports and exports; 2 host devices
+    (`--strategy=mirrored`) and 2 processes of one device
+    (`keras.distribution.initialize`) train to its weights on the global
+    batches one device sees. The peers have BatchNorm (its statistics are
+    the global batch's), and the test set (1,781 digits) ends in a batch of
+    5 that no device split could divide: it is evaluated whole."""
+    flags = ["--dataset=digits", "--train_size=16", "--batch_size=8"]
+    mirrored, processes = tmp_path / "mirrored", tmp_path / "processes"
+    several = [*flags, "--epochs=2", "--noexport"]
+    coordinator = f"127.0.0.1:{_free_ports(1)[0]}"
+    started = [
+        _train(
+            "jax",
+            *several,
+            "--strategy=mirrored",
+            f"--model_dir={mirrored}",
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        ),
+    ] + [
+        _train(
+            "jax",
+            *several,
+            f"--model_dir={processes}",  # auto: multi_worker from the variables.
+            KERAS_DISTRIBUTION_JOB_ADDRESSES=coordinator,
+            KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+            KERAS_DISTRIBUTION_PROCESS_ID=str(index),
+        )
+        for index in range(2)
+    ]
+    one = _resume_and_report("jax", flags, tmp_path, *started)
+    want = json.loads((one / "results.json").read_text())
+    for run_dir in (mirrored, processes):
+        got = json.loads((run_dir / "results.json").read_text())
+        assert (got["strategy"], got["replicas"]) == ("DataParallel", 2)
+        for key in ("loss", "val_loss", "val_peer0_accuracy", "val_ensemble_accuracy"):
+            np.testing.assert_allclose(
+                [row[key] for row in got["history"]],
+                [row[key] for row in want["history"]],
+                rtol=1e-5,
+                err_msg=f"{run_dir.name}: {key}",
+            )
+        # Other summation orders: weights of ~0.1 differ by up to ~1e-5.
+        _assert_same_weights(one, run_dir)
 
 
 @pytest.mark.slow
@@ -120,57 +176,6 @@ def test_a_nan_loss_stops_with_a_message_on_jax(tmp_path):
     assert code == 1
     assert "became NaN or infinite at epoch 1, step" in stderr
     assert not (tmp_path / "results.json").exists()
-
-
-@pytest.mark.slow
-def test_jax_devices_and_processes_train_as_one_device(tmp_path):
-    """2 host devices (`--strategy=mirrored`) and 2 processes of one device
-    (`keras.distribution.initialize`) against one device, on the global
-    batches one device sees; the test set (1,781 digits) ends in a batch of 5
-    that no device split could divide, and is evaluated whole."""
-    common = [
-        "--dataset=digits",
-        "--train_size=16",
-        "--batch_size=8",
-        "--epochs=2",
-        "--noexport",
-    ]
-    one, mirrored, processes = (tmp_path / n for n in ("one", "mirrored", "processes"))
-    coordinator = f"127.0.0.1:{_free_ports(1)[0]}"
-    started = [
-        _train("jax", *common, f"--model_dir={one}"),
-        _train(
-            "jax",
-            *common,
-            "--strategy=mirrored",
-            f"--model_dir={mirrored}",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
-        ),
-    ] + [
-        _train(
-            "jax",
-            *common,
-            f"--model_dir={processes}",  # auto: multi_worker from the variables.
-            KERAS_DISTRIBUTION_JOB_ADDRESSES=coordinator,
-            KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-            KERAS_DISTRIBUTION_PROCESS_ID=str(index),
-        )
-        for index in range(2)
-    ]
-    _succeeded(*started)
-    want = json.loads((one / "results.json").read_text())
-    for run_dir in (mirrored, processes):
-        got = json.loads((run_dir / "results.json").read_text())
-        assert (got["strategy"], got["replicas"]) == ("DataParallel", 2)
-        for key in ("loss", "val_loss", "val_peer0_accuracy", "val_ensemble_accuracy"):
-            np.testing.assert_allclose(
-                [row[key] for row in got["history"]],
-                [row[key] for row in want["history"]],
-                rtol=1e-5,
-                err_msg=f"{run_dir.name}: {key}",
-            )
-        # Other summation orders: weights of ~0.1 differ by up to ~1e-5.
-        _assert_same_weights(one, run_dir)
 
 
 def test_devices_refused_by_the_backend_are_named(tmp_path, monkeypatch):
@@ -193,3 +198,17 @@ def test_jax_multi_worker_names_the_variables_it_needs(monkeypatch):
     monkeypatch.delenv("KERAS_DISTRIBUTION_NUM_PROCESSES", raising=False)
     with pytest.raises(ValueError, match="KERAS_DISTRIBUTION_JOB_ADDRESSES"):
         devices.make_devices("multi_worker")
+
+
+def test_jax_devices_check_the_batch_and_the_process_count(monkeypatch):
+    two_devices = types.SimpleNamespace(
+        device_mesh=types.SimpleNamespace(devices=np.empty((2,), object))
+    )
+    jax_devices = devices.JaxDevices(two_devices)
+    jax_devices.check_batch_size(8)
+    with pytest.raises(ValueError, match="--batch_size=7 does not split over 2 JAX"):
+        jax_devices.check_batch_size(7)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="Received: 'two'"):
+        devices.make_devices("auto")

@@ -79,37 +79,68 @@ class JaxSteps(SingleProgramSteps):
         )
         return logs, new_state
 
-    def _value_and_grad(self, loss_fn, variables, keep_updates=True):
-        """`((loss, aux), gradients)` of `loss_fn()` with respect to
-        `variables`, inside the step's stateless scope.
-
-        The model's other state (BatchNorm statistics, the mimicry method's
-        copies, seeds) changed by `loss_fn` is written back unless
-        `keep_updates` is False.
-        """
+    def _as_function_of(self, fn, variables):
+        """`fn()` as a pure function of the values of `variables`, inside the
+        step's stateless scope: returns `(function, their current values,
+        written)`, where `function(values)` gives `(fn's result, new values of
+        written)` and `written` is the model's other state that `fn` may
+        change (BatchNorm statistics, the mimicry method's copies, seeds)."""
         outer = current_stateless_scope()
         state = [*self.variables, *self.optimizer.variables]
         targets = {id(v) for v in variables}
         written = [v for v in self.non_trainable_variables if id(v) not in targets]
 
-        def stateless_loss(values):
+        def function(values):
             mapping = [
                 (v, outer.get_current_value(v)) for v in state if id(v) not in targets
             ]
             mapping += list(zip(variables, values))
             with StatelessScope(state_mapping=mapping) as inner:
-                loss, aux = loss_fn()
+                result = fn()
                 updates = [inner.get_current_value(v) for v in written]
-            return loss, (aux, updates)
+            return result, updates
 
         current = [outer.get_current_value(v) for v in variables]
-        (loss, (aux, updates)), grads = jax.value_and_grad(
-            stateless_loss, has_aux=True
-        )(current)
-        if keep_updates:
-            for variable, value in zip(written, updates):
-                variable.assign(value)
+        return function, current, written
+
+    def _value_and_grad(self, loss_fn, variables):
+        """`((loss, aux), gradients)` of `loss_fn()` with respect to
+        `variables`; the other state `loss_fn` changes is written back."""
+        function, current, written = self._as_function_of(loss_fn, variables)
+
+        def loss_and_aux(values):
+            (loss, aux), updates = function(values)
+            return loss, (aux, updates)
+
+        (loss, (aux, updates)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(
+            current
+        )
+        for variable, value in zip(written, updates):
+            variable.assign(value)
         return (loss, aux), grads
+
+    def _recorded_forward(self, k, x):
+        """Peer k's training forward pass, recorded: `((logits, aux logits,
+        regularization), pullback)`, where `pullback(cotangents)` gives the
+        gradients of peer k's trainable variables (as a `tf.GradientTape`
+        kept from the forward pass would). The pass's state updates
+        (BatchNorm statistics, dropout seeds) are written."""
+        peer = self.peers[k]
+
+        def forward():
+            z, aux_logits = split_peer_output(peer(x, training=True), peer.name)
+            # The regularization is an output too, so that its gradient
+            # reaches the weights through the same pullback.
+            regularization = sum(peer.losses) if peer.losses else ops.zeros(())
+            return z, aux_logits, regularization
+
+        function, current, written = self._as_function_of(
+            forward, peer.trainable_variables
+        )
+        outputs, pullback, updates = jax.vjp(function, current, has_aux=True)
+        for variable, value in zip(written, updates):
+            variable.assign(value)
+        return outputs, lambda cotangents: pullback(cotangents)[0]
 
     def _simultaneous_step(self, x, y):
         # With stop-gradient targets, the gradient of the summed losses with
@@ -134,36 +165,37 @@ class JaxSteps(SingleProgramSteps):
         return labels, logits, logged
 
     def _sequential_step(self, x, y):
-        """The paper's Algorithm 1 on one mini-batch.
-
-        Every peer's forward pass first (targets, logs, BatchNorm statistics
-        updated once); then, in turn, peer k's loss against the peers as they
-        are at its turn, its gradient through a second pass of peer k alone
-        (statistics not written again), its update, and its recomputed
-        predictions as targets for the peers after it: 3K - 1 forward passes
-        (TensorFlow's tape keeps the first K and needs 2K - 1).
+        """The paper's Algorithm 1 on one mini-batch, as TensorFlow's step
+        runs it: every peer's forward pass recorded once, before any update
+        (targets, logs and BatchNorm statistics from it); then, in turn, peer
+        k's loss against the peers as they are at its turn, its gradient
+        pulled back through its recorded pass, its update, and its
+        recomputed predictions as targets for the peers after it: 2K - 1
+        forward passes.
         """
         num_peers = len(self.peers)
-        outputs = self._forward(x, training=True)
-        logits = [ops.stop_gradient(z) for z, _ in outputs]
+        recorded = [self._recorded_forward(k, x) for k in range(num_peers)]
+        logits = [ops.stop_gradient(outputs[0]) for outputs, _ in recorded]
         labels = self._checked(y, logits)
         counts = self._counts(labels)
         current = list(logits)
         logged = [None] * num_peers
         for k, peer in enumerate(self.peers):
             teachers = self._teachers(x, current, training=True)
+            (z, aux_logits, regularization), pullback = recorded[k]
 
-            def loss_fn(k=k, peer=peer, teachers=teachers):
-                z, aux_logits = split_peer_output(peer(x, training=True), peer.name)
+            def objective(z, aux_logits, regularization, k=k, teachers=teachers):
                 mine = [z if j == k else t for j, t in enumerate(current)]
                 (terms,) = self._terms(labels, mine, teachers, peer_indices=[k])
-                loss, terms = self._peer_objective(k, terms, aux_logits, labels, counts)
+                loss, terms = self._peer_objective(
+                    k, terms, aux_logits, labels, counts, regularization
+                )
                 return self.peer_optimizers[k].scale_loss(loss), terms
 
-            (_, logged[k]), grads = self._value_and_grad(
-                loss_fn, peer.trainable_variables, keep_updates=False
-            )
-            self._apply(k, grads)
+            (_, logged[k]), cotangents = jax.value_and_grad(
+                objective, argnums=(0, 1, 2), has_aux=True
+            )(z, aux_logits, regularization)
+            self._apply(k, pullback(cotangents))
             if k < num_peers - 1:
                 current[k] = peer_logits(peer, x)
         return labels, logits, logged

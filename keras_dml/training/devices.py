@@ -123,6 +123,9 @@ class Devices:
                 "of each batch."
             )
 
+    def check_batch_size(self, batch_size):
+        """Raises ValueError when the devices cannot split `batch_size`."""
+
 
 class TensorFlowDevices(Devices):
     """A `tf.distribute` strategy."""
@@ -170,6 +173,14 @@ class JaxDevices(Devices):
         )
         self.distribution = distribution
 
+    def check_batch_size(self, batch_size):
+        if batch_size % self.replicas:
+            raise ValueError(
+                f"--batch_size={batch_size} does not split over {self.replicas} "
+                "JAX devices: DataParallel gives each an equal slice of every "
+                f"batch. Use a multiple of {self.replicas}."
+            )
+
     def running(self):
         # Keras's JAX trainer reads the distribution when it builds, fits,
         # evaluates and predicts; it must stay set for all of them.
@@ -197,7 +208,14 @@ class JaxDevices(Devices):
 def _jax_devices(name):
     import jax
 
-    processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1)
+    given = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or "1"
+    try:
+        processes = int(given)
+    except ValueError:
+        raise ValueError(
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES must be a number of processes. "
+            f"Received: {given!r}"
+        ) from None
     if name == "auto":
         if processes > 1:
             name = "multi_worker"
@@ -213,7 +231,8 @@ def _jax_devices(name):
                 "(2 or more) and KERAS_DISTRIBUTION_PROCESS_ID (0 on the first "
                 "process), as keras.distribution.initialize reads them."
             )
-        keras.distribution.initialize()
+        if not jax.distributed.is_initialized():  # Once per process.
+            keras.distribution.initialize()
     elif name != "mirrored":
         return JaxDevices()
     # Every process's pipeline keeps its own slice of each global batch

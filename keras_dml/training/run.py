@@ -154,6 +154,7 @@ def prepared_run(config):
                 stack.enter_context(RunLock(config.model_dir))
             config = check_resume(config)
             devices.check_seed(config.seed)
+            devices.check_batch_size(config.batch_size)
             config = config.replace(seed=resolve_seed(config.seed))
             data = datasets.get(config.dataset).load(config)
             _check_against_data(config, data)
