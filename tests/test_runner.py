@@ -348,3 +348,25 @@ def test_a_killed_process_leaves_no_stuck_lock(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     RunLock(str(tmp_path)).acquire().release()
+
+
+def test_several_workers_need_one_seed_and_one_chief():
+    import types
+
+    import tensorflow as tf
+
+    from keras_dml.training.devices import TensorFlowDevices
+
+    cluster = tf.train.ClusterSpec({"worker": ["host1:1234", "host2:1234"]})
+    for index in (0, 1):
+        strategy = types.SimpleNamespace(
+            num_replicas_in_sync=2,
+            cluster_resolver=tf.distribute.cluster_resolver.SimpleClusterResolver(
+                cluster, task_type="worker", task_id=index
+            ),
+        )
+        devices = TensorFlowDevices(strategy)
+        assert (devices.processes, devices.is_chief) == (2, index == 0)
+        with pytest.raises(ValueError, match="--seed is required with 2 workers"):
+            devices.check_seed(None)
+        devices.check_seed(0)

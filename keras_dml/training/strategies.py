@@ -67,5 +67,10 @@ def is_chief(strategy):
 
 
 def num_workers(strategy):
-    """The processes (workers) `strategy` trains on."""
-    return getattr(strategy.extended, "_num_workers", 1)
+    """The processes (workers) `strategy` trains on: those of its cluster
+    (`MultiWorkerMirroredStrategy`), else 1."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")))
