@@ -1,9 +1,20 @@
 """Test setup: two logical CPU devices (for MirroredStrategy tests), quiet logs,
-a fixed seed and the default dtype policy for every test."""
+a fixed seed and the default dtype policy for every test, and one JAX
+compilation cache for every test process."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Many JAX test processes (runs, resumed runs, the core files' cohorts of the
+# same shapes) compile the same programs; JAX keys its on-disk cache by the
+# program, so each is compiled once per machine. Inherited by subprocesses.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"keras_dml_tests_jax_cache_{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

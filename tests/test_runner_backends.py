@@ -125,6 +125,8 @@ def test_jax_runs_resume_exactly_and_train_as_one_device_on_several(tmp_path):
     mirrored, processes = tmp_path / "mirrored", tmp_path / "processes"
     several = [*flags, "--epochs=2", "--noexport"]
     coordinator = f"127.0.0.1:{_free_ports(1)[0]}"
+    temporary = tmp_path / "tmp"  # Where process 1 keeps its copy of the run.
+    temporary.mkdir()
     started = [
         _train(
             "jax",
@@ -141,10 +143,12 @@ def test_jax_runs_resume_exactly_and_train_as_one_device_on_several(tmp_path):
             KERAS_DISTRIBUTION_JOB_ADDRESSES=coordinator,
             KERAS_DISTRIBUTION_NUM_PROCESSES="2",
             KERAS_DISTRIBUTION_PROCESS_ID=str(index),
+            TMPDIR=str(temporary),
         )
         for index in range(2)
     ]
     one = _resume_and_report("jax", flags, tmp_path, *started)
+    assert not [p for p in temporary.iterdir() if p.name.startswith("keras_dml_")]
     want = json.loads((one / "results.json").read_text())
     for run_dir in (mirrored, processes):
         got = json.loads((run_dir / "results.json").read_text())

@@ -10,6 +10,7 @@ NaN stop are the same for every dataset because they are this code.
 import contextlib
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -133,7 +134,7 @@ def prepared_run(config):
     Yields:
         `(config, devices, write_to, data)`: the config with its seed, the
         `Devices` it trains on, the folder this process writes to (`model_dir` on the
-        chief, a private temporary folder on other workers) and the
+        chief, a private temporary folder on other workers, removed after) and the
         `LoadedData`.
     """
     settings.validate(config)
@@ -152,6 +153,9 @@ def prepared_run(config):
         with contextlib.ExitStack() as stack:
             if write_to == config.model_dir:
                 stack.enter_context(RunLock(config.model_dir))
+            else:
+                # Another worker's copy of the chief's files: not kept.
+                stack.callback(shutil.rmtree, write_to, ignore_errors=True)
             config = check_resume(config)
             devices.check_seed(config.seed)
             devices.check_batch_size(config.batch_size)
