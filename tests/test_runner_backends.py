@@ -205,6 +205,7 @@ def test_jax_multi_worker_names_the_variables_it_needs(monkeypatch):
 
 
 def test_jax_devices_check_the_batch_and_the_process_count(monkeypatch):
+    """Neither check starts JAX's runtime in this TensorFlow process."""
     two_devices = types.SimpleNamespace(
         device_mesh=types.SimpleNamespace(devices=np.empty((2,), object))
     )

@@ -161,15 +161,13 @@ class JaxDevices(Devices):
     """One JAX device, or a `keras.distribution.DataParallel` over several
     (on one process or several)."""
 
-    def __init__(self, distribution=None):
-        import jax
-
+    def __init__(self, distribution=None, processes=1, process_index=0):
         replicas = len(distribution.device_mesh.devices.flat) if distribution else 1
         super().__init__(
             type(distribution).__name__ if distribution else "one device (jax)",
             replicas=replicas,
-            processes=jax.process_count(),
-            process_index=jax.process_index(),
+            processes=processes,
+            process_index=process_index,
         )
         self.distribution = distribution
 
@@ -206,8 +204,6 @@ class JaxDevices(Devices):
 
 
 def _jax_devices(name):
-    import jax
-
     given = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or "1"
     try:
         processes = int(given)
@@ -216,29 +212,29 @@ def _jax_devices(name):
             f"KERAS_DISTRIBUTION_NUM_PROCESSES must be a number of processes. "
             f"Received: {given!r}"
         ) from None
+    if name == "auto" and processes > 1:
+        name = "multi_worker"
+    if name == "multi_worker" and (
+        processes < 2 or not os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    ):
+        raise ValueError(
+            "--strategy=multi_worker on JAX needs KERAS_DISTRIBUTION_JOB_ADDRESSES "
+            "(the first process's host:port), KERAS_DISTRIBUTION_NUM_PROCESSES "
+            "(2 or more) and KERAS_DISTRIBUTION_PROCESS_ID (0 on the first "
+            "process), as keras.distribution.initialize reads them."
+        )
+    import jax  # After the checks: they need no JAX runtime.
+
     if name == "auto":
-        if processes > 1:
-            name = "multi_worker"
-        elif sum(d.platform != "cpu" for d in jax.local_devices()) > 1:
-            name = "mirrored"
-        else:
-            name = "one_device"
-    if name == "multi_worker":
-        if processes < 2 or not os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
-            raise ValueError(
-                "--strategy=multi_worker on JAX needs KERAS_DISTRIBUTION_JOB_ADDRESSES "
-                "(the first process's host:port), KERAS_DISTRIBUTION_NUM_PROCESSES "
-                "(2 or more) and KERAS_DISTRIBUTION_PROCESS_ID (0 on the first "
-                "process), as keras.distribution.initialize reads them."
-            )
-        if not jax.distributed.is_initialized():  # Once per process.
-            keras.distribution.initialize()
-    elif name != "mirrored":
+        several = sum(d.platform != "cpu" for d in jax.local_devices()) > 1
+        name = "mirrored" if several else "one_device"
+    if name == "multi_worker" and not jax.distributed.is_initialized():
+        keras.distribution.initialize()  # Once per process.
+    if name == "one_device":
         return JaxDevices()
     # Every process's pipeline keeps its own slice of each global batch
     # (`JaxDevices.training_data`); Keras must not shard it again.
-    return JaxDevices(
-        keras.distribution.DataParallel(
-            devices=keras.distribution.list_devices(), auto_shard_dataset=False
-        )
+    distribution = keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices(), auto_shard_dataset=False
     )
+    return JaxDevices(distribution, jax.process_count(), jax.process_index())
