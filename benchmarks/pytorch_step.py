@@ -27,11 +27,15 @@ from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# keras_dml before Keras and TensorFlow: it loads the libraries that crash
+# when loaded after TensorFlow (PyTorch's triton; keras_dml.native_libraries).
+import keras_dml  # noqa: E402, I001
+
+# isort: split
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from timing import machine  # noqa: E402
 
-import keras_dml  # noqa: E402
 from keras_dml.cpu_threads import configure_cpu_threads  # noqa: E402
 
 FLAGS = flags.FLAGS

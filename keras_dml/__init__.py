@@ -6,9 +6,14 @@ Public names: `MutualLearningModel`, `PeerOptimizers`, and the modules
 scripts' runs and is imported on demand).
 """
 
-from keras_dml import data, export, losses, mimicry, models, reid
-from keras_dml.mutual_learning import MutualLearningModel
-from keras_dml.peer_optimizers import PeerOptimizers
+# First, before anything loads TensorFlow: libraries that crash after it.
+from keras_dml import native_libraries
+
+native_libraries.load_before_tensorflow()
+
+from keras_dml import data, export, losses, mimicry, models, reid  # noqa: E402
+from keras_dml.mutual_learning import MutualLearningModel  # noqa: E402
+from keras_dml.peer_optimizers import PeerOptimizers  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""What every script does around its `main`: a quiet TensorFlow start-up,
+"""What every script does around its `main`: a quiet keras_dml start-up,
 and expected failures as one line on stderr with exit code 1.
 
 Import this first in a script, before anything that imports TensorFlow: the
@@ -9,10 +9,11 @@ from the file descriptor and dropped. `--verbosity=N` (absl's flag) keeps
 them all.
 """
 
+import faulthandler
 import os
 import re
 import sys
-import tempfile
+import threading
 import warnings
 
 _NOISE = re.compile(
@@ -26,6 +27,9 @@ _NOISE = re.compile(
     r"|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|computation placer already registered"
     r"|TF-TRT Warning"
+    # PyTorch's CUDA build on a machine without a GPU (a UserWarning, 2 lines).
+    r"|CUDA initialization: Unexpected error from cudaGetDeviceCount"
+    r"|return torch._C._cuda_getDeviceCount\(\) > 0"
 )
 
 
@@ -37,11 +41,14 @@ def _verbosity_requested(argv):
 
 
 def quiet_tensorflow(argv=None):
-    """Imports TensorFlow with its start-up noise filtered out of stderr.
+    """Imports keras_dml (and so TensorFlow, and the libraries that must load
+    before it) with TensorFlow's start-up noise filtered out of stderr.
 
-    Anything else it prints then (a real error) is passed on. Later C++ log
-    lines below ERROR are hidden by TF_CPP_MIN_LOG_LEVEL=2 unless the
-    environment sets another level or `--verbosity` is given.
+    Anything else printed meanwhile (a real error) is passed on as it comes,
+    so a crash during start-up is never silent: a fatal signal's Python
+    traceback (faulthandler) goes to the real stderr too. Later C++ log lines
+    below ERROR are hidden by TF_CPP_MIN_LOG_LEVEL=2 unless the environment
+    sets another level or `--verbosity` is given.
     """
     argv = sys.argv if argv is None else argv
     if "tensorflow" in sys.modules:
@@ -50,27 +57,77 @@ def quiet_tensorflow(argv=None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    filtered_stderr(_load_keras_dml)
+
+
+def _load_keras_dml():
+    # keras_dml, not TensorFlow, first: it loads what must precede TensorFlow.
+    import keras_dml  # noqa: F401
+
+    tensorflow = sys.modules["tensorflow"]  # Loaded by keras_dml.
+    tensorflow.config.list_physical_devices()  # Device set-up prints too.
+
+
+def filtered_stderr(load):
+    """Runs `load()` with file descriptor 2 going through a filter that drops
+    the lines `_NOISE` matches and passes every other line on at once.
+
+    The lines come from C++ before Python can configure logging, hence the
+    file descriptor. The filter is a forked process where the platform has
+    fork: a segmentation fault in `load()` closes the pipe, and the filter
+    still passes on all it was sent, then exits; a thread would die with
+    the process and lose the last lines. faulthandler writes the dying
+    process's Python traceback to the real stderr.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
+    real_stderr = os.fdopen(os.dup(saved), "w")
+    faulthandler.enable(file=real_stderr)
+    read_end, write_end = os.pipe()
+    forwarder = _start_filter(read_end, write_end, saved)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        load()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # Closes the pipe's last write end: the filter ends.
+        forwarder()
+        os.close(saved)
+        faulthandler.enable(file=sys.stderr)
+        real_stderr.close()
 
-            tf.config.list_physical_devices()  # Device set-up prints too.
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", errors="replace")
-            sys.stderr.write(
-                "".join(
-                    line
-                    for line in text.splitlines(keepends=True)
-                    if not _NOISE.search(line)
-                )
-            )
-            sys.stderr.flush()
+
+def _forward(read_end, out):
+    with os.fdopen(read_end, "rb", closefd=False) as lines:
+        for line in lines:
+            if not _NOISE.search(line.decode("utf-8", errors="replace")):
+                os.write(out, line)
+
+
+def _start_filter(read_end, write_end, out):
+    """Starts forwarding `read_end` to `out`; returns a function that waits
+    until everything is passed on (the write end closed)."""
+    if hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:  # The filter: it must hold no write end of its own pipe.
+            os.close(write_end)
+            try:
+                _forward(read_end, out)
+            finally:
+                os._exit(0)
+        os.close(read_end)
+        return lambda: os.waitpid(pid, 0)
+    thread = threading.Thread(
+        target=_forward, args=(read_end, out), name="stderr-filter", daemon=True
+    )
+    thread.start()
+
+    def wait():
+        thread.join()
+        os.close(read_end)
+
+    return wait
 
 
 def run(main):

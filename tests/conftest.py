@@ -16,6 +16,11 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# keras_dml before Keras and TensorFlow: it loads the libraries that crash
+# when loaded after TensorFlow (PyTorch's triton; keras_dml.native_libraries).
+import keras_dml  # noqa: E402, F401, I001
+
+# isort: split
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
