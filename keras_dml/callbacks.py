@@ -303,11 +303,13 @@ def _csv_value(value):
 
 class EpochSummary(keras.callbacks.Callback):
     """Prints one line per epoch: time, loss, each peer's and the ensemble's
-    test accuracy (or training accuracy without validation) and the rate."""
+    accuracy on the validation data, called `split` ("test" or "validation"),
+    or on the training data without validation, and the rate."""
 
-    def __init__(self, epochs, metric="accuracy", print_fn=print):
+    def __init__(self, epochs, metric="accuracy", print_fn=print, split="test"):
         super().__init__()
         self.epochs = epochs
+        self.split = split
         self.metric = metric
         self.print_fn = print_fn
         self._start = None
@@ -328,7 +330,7 @@ class EpochSummary(keras.callbacks.Callback):
         ensemble = logs.get(f"{prefix}ensemble_{self.metric}")
         if ensemble is not None:
             scores.append(f"ensemble {100 * float(ensemble):.2f}%")
-        split = "test" if prefix else "train"
+        split = self.split if prefix else "train"
         rate = _learning_rate(self.model)
         seconds = time.perf_counter() - self._start
         self.print_fn(

@@ -5,7 +5,9 @@ python scripts/train.py --dataset=folder --data_dir=my_images \
 
 Datasets: cifar100, cifar10 (the paper's CIFAR settings), market1501 (person
 re-identification, the official DML code's settings), folder (your images:
-train/<class>/ and test/<class>/), digits (scikit-learn's, no download).
+train/<class>/ and test/<class>/), digits (scikit-learn's, no download),
+fashion_mnist (Debian's dataset-fashion-mnist, or keras's download) and mnist
+(keras's mnist.npz), which hold a validation split out of the training set.
 Every setting is a flag (`--help` lists them by group); a dataset only
 changes defaults. Re-running the same command after a crash resumes after
 the last completed epoch (exactly, with --seed and --deterministic).

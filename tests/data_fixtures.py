@@ -5,9 +5,11 @@ BINSTRING, arrays through `numpy.core.multiarray._reconstruct`); the writer
 below emits the same opcodes, so the reader is tested on what users have.
 """
 
+import gzip
 import io
 import os
 import pickle
+import struct
 import tarfile
 import zipfile
 
@@ -233,3 +235,40 @@ def write_cifar10_archive(directory, kind, train, test):
                 }
                 _add_bytes(tar, f"{folder}/{name}", python2_pickle(content))
     return path
+
+
+def idx_arrays(num_examples, seed=0, num_classes=10):
+    """Random uint8 28x28 images and labels, every class present."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(num_examples, 28, 28), dtype=np.uint8)
+    labels = (np.arange(num_examples) % num_classes).astype(np.uint8)
+    return images, labels
+
+
+def idx_bytes(array):
+    """One IDX file as the originals are written (written here by hand, not
+    by the reader's module): magic 0x00000803 (3-d unsigned bytes) or
+    0x00000801 (1-d), one big-endian uint32 per dimension, the bytes."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = {3: 0x00000803, 1: 0x00000801}[array.ndim]
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
+
+
+IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def write_idx_folder(directory, train, test, gz=True):
+    """The four IDX files of MNIST / Fashion-MNIST, in the original format,
+    gzipped as distributed or plain."""
+    os.makedirs(directory, exist_ok=True)
+    for split, (images, labels) in (("train", train), ("test", test)):
+        for name, array in zip(IDX_NAMES[split], (images, labels)):
+            data = idx_bytes(array)
+            if gz:
+                name, data = f"{name}.gz", gzip.compress(data)
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(data)
+    return str(directory)

@@ -40,6 +40,22 @@ def test_forward_shapes(name):
     )
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["resnet8", "resnet20", "mobilenet_cifar", "inception_v1_cifar", "cnn_small"],
+)
+def test_peers_take_28x28_grayscale_images(name):
+    # MNIST and Fashion-MNIST: 28 -> 14 -> 7 through the strided stages.
+    net = models.build(name, 10, (28, 28, 1))
+    out = net(np.zeros((2, 28, 28, 1), "float32"), training=False)
+    logits, _ = keras_dml.mutual_learning.split_peer_output(out, net.name)
+    assert tuple(logits.shape) == (2, 10)
+    wide = models.wide_resnet(
+        num_classes=10, depth=10, width=1, input_shape=(28, 28, 1)
+    )
+    assert tuple(wide(np.zeros((1, 28, 28, 1), "float32")).shape) == (1, 10)
+
+
 def test_wide_resnet_small_forward():
     net = models.wide_resnet(num_classes=10, depth=10, width=1, dropout=0.3)
     assert tuple(net(np.zeros((1, 32, 32, 3), "float32")).shape) == (1, 10)

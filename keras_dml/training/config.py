@@ -126,6 +126,17 @@ SETTINGS = (
         dataset_default=True,
     ),
     _s(
+        "validation_size",
+        None,
+        "Training images held out (stratified, the same for every run) as the "
+        "split evaluated after each epoch, for every choice made while "
+        "developing; the test set is then evaluated once, at the end. 0: the "
+        "test set after each epoch, as the paper's tables report it.",
+        "int",
+        "data",
+        dataset_default=True,
+    ),
+    _s(
         "random_erasing",
         0.0,
         "Probability of Random Erasing (Zhong et al.) per training image (re-ID).",
@@ -531,6 +542,21 @@ def validate(config):
             f"--train_size applies to --dataset=digits only (received "
             f"--dataset={config.dataset}); use --steps_per_epoch to shorten epochs."
         )
+    size = config.validation_size
+    if size is not None and (not isinstance(size, int) or size < 0):
+        problems.append(f"--validation_size must be >= 0. Received: {size}")
+    elif size and config.dataset in datasets.NAMES:
+        # A dataset that can hold a split out says so with a default.
+        splitting = [
+            d.name
+            for d in datasets.REGISTRY.values()
+            if "validation_size" in d.defaults
+        ]
+        if config.dataset not in splitting:
+            problems.append(
+                f"--validation_size applies to {', '.join(splitting)} only "
+                f"(received --dataset={config.dataset})."
+            )
     problems += _mimicry_problems(config)
     if config.cpu_threads is not None and config.cpu_threads < 0:
         problems.append(f"--cpu_threads must be >= 0. Received: {config.cpu_threads}")

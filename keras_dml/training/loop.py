@@ -23,6 +23,7 @@ def fit_with_checkpoints(
     write_to,
     restore_from,
     validation_data=None,
+    validation_name="test",
     verbose=1,
     restore_scope=contextlib.nullcontext,
 ):
@@ -35,6 +36,8 @@ def fit_with_checkpoints(
         restore_from: the run folder to resume from (the chief's).
         restore_scope: `() -> context` the checkpoint is restored in: the
             devices' scope, where multi-worker variables load collectively.
+        validation_name: what `validation_data` is ("test" or "validation"),
+            as the epoch summary names it.
 
     Returns:
         The logs of every completed epoch (a list of dicts with "epoch").
@@ -78,7 +81,7 @@ def fit_with_checkpoints(
                 keras.callbacks.TensorBoard(os.path.join(write_to, "tensorboard")),
             ]
             # verbose=0 is silent, as in Keras.
-            + ([EpochSummary(epochs)] if verbose else []),
+            + ([EpochSummary(epochs, split=validation_name)] if verbose else []),
             verbose=verbose,
             shuffle=False,  # The datasets shuffle themselves, per (seed, epoch).
         )

@@ -403,6 +403,7 @@ def run(config):
             restore_from=config.model_dir,  # Every worker resumes from the chief's.
             restore_scope=devices.scope,
             validation_data=data.validation,
+            validation_name=data.validation_name,
             verbose=config.verbose,
         )
         evaluation = data.evaluate(model, verbose=0)

@@ -1,0 +1,224 @@
+"""The dataset registry: each dataset a training run can use, declared once.
+
+A dataset gives its number of classes, its input normalization, its default
+settings (peers, epochs, optimizer, ...), its training pipeline built from
+(seed, epoch, input context) so that exact resume and multi-worker slicing
+hold, and its evaluation (top-1 for classification, CMC/mAP for re-ID).
+`keras_dml.training.run` does the rest the same way for all.
+
+A dataset's module calls `register(Dataset(...))` when it is imported;
+`keras_dml.data.datasets` imports every built-in one. `array_data` builds the
+`LoadedData` of any dataset held as uint8 image arrays.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from keras_dml.data.arrays import array_dataset
+from keras_dml.data.epochs import steps_per_epoch
+
+
+@dataclasses.dataclass
+class LoadedData:
+    """A dataset read for one run.
+
+    Attributes:
+        num_classes: classes the peers predict.
+        image_shape: `(height, width, channels)` the peers take.
+        num_train: training examples.
+        preprocessing: the normalization (a name, or `(mean, std)`), which
+            the exported models apply to raw pixels.
+        train: `(seed, epochs, initial_epoch, input_context) -> tf.data` of
+            the training epochs from `initial_epoch` on.
+        validation: the split evaluated after every epoch, as `(images,
+            labels)` batches, or None (re-ID evaluates by ranking instead).
+        evaluate: `(model, verbose) -> results` at the end of training.
+        validation_name: what `validation` is: "validation" (held out of the
+            training set, for choices made while developing) or "test".
+    """
+
+    num_classes: int
+    image_shape: tuple
+    num_train: int
+    preprocessing: object
+    train: Callable
+    validation: object
+    evaluate: Callable
+    validation_name: str = "test"
+
+    def steps_per_epoch(self, batch_size, cap=None):
+        full = steps_per_epoch(self.num_train, batch_size)
+        return min(cap or full, full)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One registry entry.
+
+    Attributes:
+        name: the `--dataset` value.
+        task: "classification" (top-1) or "reid" (CMC / mAP ranking).
+        defaults: settings this dataset changes (see
+            `keras_dml.training.config.SETTINGS`).
+        smoke_defaults: settings of `--smoke_test` runs.
+        load: `config -> LoadedData`; reads and checks the data, writes nothing.
+        description: one line for `--help` and errors.
+        download_hint: how to get the data, said when `--data_dir` is wrong.
+    """
+
+    name: str
+    task: str
+    defaults: dict
+    smoke_defaults: dict
+    load: Callable
+    description: str
+    download_hint: str = ""
+
+
+REGISTRY = {}
+
+
+def register(dataset):
+    """Adds `dataset` under its name (a dataset module calls this once)."""
+    if dataset.name in REGISTRY:
+        raise ValueError(f"A dataset named {dataset.name!r} is already registered.")
+    REGISTRY[dataset.name] = dataset
+    return dataset
+
+
+def names():
+    """The registered datasets' names, in registration order."""
+    return tuple(REGISTRY)
+
+
+def get(name):
+    """The registry entry called `name`."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"--dataset must be one of {', '.join(REGISTRY)}. Received: {name}"
+        ) from None
+
+
+# ---------------------------------------------------------- classification
+
+
+def top1(validation):
+    def evaluate(model, verbose=0):
+        logs = model.evaluate(validation, return_dict=True, verbose=verbose)
+        top1 = {
+            f"peer{i}": float(logs[f"peer{i}_accuracy"])
+            for i in range(len(model.peers))
+        }
+        top1["ensemble"] = float(logs["ensemble_accuracy"])
+        return {"top1": top1}
+
+    return evaluate
+
+
+def hold_out(labels, size, seed=0):
+    """`(train_indices, validation_indices)`: `size` examples held out of
+    `labels`, each class in proportion (stratified), the same for every run
+    (`seed` is the split's own, not the run's), both sorted."""
+    labels = np.asarray(labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    by_class = order[np.argsort(labels[order], kind="stable")]
+    # Evenly spaced positions through the class-sorted order: each class
+    # gives its share, and which of its examples is random.
+    picked = by_class[np.linspace(0, len(labels), size, endpoint=False).astype(int)]
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[picked] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def array_data(
+    config,
+    train,
+    test,
+    mean,
+    std,
+    *,
+    num_classes,
+    augment,
+    padding=4,
+    flip=True,
+    validation_size=0,
+):
+    """LoadedData over uint8 image arrays (CIFAR, digits, MNIST).
+
+    With `validation_size` > 0, that many training images (stratified, the
+    same split for every run) are held out as the split evaluated after each
+    epoch, and the test set is evaluated once, at the end.
+    """
+    (train_images, train_labels), (test_images, test_labels) = train, test
+    validation_name = "test"
+    if validation_size:
+        if not 0 < validation_size < len(train_labels):
+            raise ValueError(
+                f"--validation_size={validation_size} must be below the "
+                f"{len(train_labels):,} training images."
+            )
+        kept, held = hold_out(train_labels, validation_size)
+        held_out = (train_images[held], train_labels[held])
+        train_images, train_labels = train_images[kept], train_labels[kept]
+        validation_name = "validation"
+
+    def make_train(seed, epochs, initial_epoch, input_context=None):
+        return array_dataset(
+            train_images,
+            train_labels,
+            batch_size=config.batch_size,
+            mean=mean,
+            std=std,
+            augment=augment,
+            padding=padding,
+            flip=flip,
+            shuffle=True,
+            seed=seed,
+            drop_remainder=True,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            input_context=input_context,
+        )
+
+    def batches(images, labels):
+        return array_dataset(
+            images, labels, batch_size=config.batch_size, mean=mean, std=std
+        )
+
+    test = batches(test_images, test_labels)
+    validation = batches(*held_out) if validation_size else test
+    return LoadedData(
+        # The dataset's, not the largest label seen: a subset (a smoke test)
+        # may miss the last classes.
+        num_classes=num_classes,
+        image_shape=tuple(train_images.shape[1:]),
+        num_train=len(train_images),
+        preprocessing=(tuple(mean), tuple(std)),
+        train=make_train,
+        validation=validation,
+        evaluate=top1(test),
+        validation_name=validation_name,
+    )
+
+
+def smoke_arrays(config, read, num_classes, shape):
+    """Two training batches and one test batch: a slice of the real data with
+    a data_dir, else random images."""
+    sizes = {"train": 2 * config.batch_size, "test": config.batch_size}
+    if config.data_dir is not None:
+        return tuple(
+            tuple(a[: sizes[s]] for a in read(s, config.data_dir))
+            for s in ("train", "test")
+        )
+    rng = np.random.default_rng(config.seed)
+    return tuple(
+        (
+            rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
+            rng.integers(0, num_classes, size=n),
+        )
+        for n in sizes.values()
+    )
