@@ -125,6 +125,7 @@ def mutual_learning_terms(
     label_smoothing=0.0,
     peer_indices=None,
     teacher_logits=None,
+    fixed_teacher_logits=(),
 ):
     """Every requested peer's loss with its CE and KL parts.
 
@@ -146,6 +147,12 @@ def mutual_learning_terms(
         teacher_logits: the K teachers' logits the targets are built from
             (default: `logits_list`); methods that keep copies of the peers
             ("temporal_mean", "codistillation") need the copies' logits.
+        fixed_teacher_logits: logits of pre-trained teachers that are not
+            peers (offline distillation): the method builds every peer's
+            targets from the K teachers and these, as from a cohort of K + 1
+            (with "pairwise", peer k averages its KL over the other peers
+            and the teacher; one peer and one teacher is Hinton et al.'s
+            knowledge distillation). They get no loss of their own.
 
     Returns:
         A list of `PeerLossTerms(loss, ce, kl)`, one per requested peer.
@@ -153,10 +160,11 @@ def mutual_learning_terms(
     validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing)
     method = mimicry_methods.get(mimicry)
     num_peers = len(logits_list)
-    if num_peers < 2:
+    fixed = [ops.stop_gradient(ops.cast(z, "float32")) for z in fixed_teacher_logits]
+    if num_peers + len(fixed) < 2:
         raise ValueError(
-            "Mutual learning needs logits from at least 2 peers. "
-            f"Received: {num_peers} logits tensor(s)."
+            "Mutual learning needs logits from at least 2 peers, or 1 peer and a "
+            f"fixed teacher. Received: {num_peers} logits tensor(s)."
         )
     logits_list = [ops.cast(z, "float32") for z in logits_list]
     _check_shapes("logits", logits_list)
@@ -176,16 +184,17 @@ def mutual_learning_terms(
     # The teachers are fixed targets: no gradient flows into any peer
     # through another peer's loss.
     teachers = [ops.stop_gradient(ops.cast(z, "float32")) for z in teacher_logits]
-    _check_shapes("teacher logits", teachers)
+    teachers += fixed
+    _check_shapes("teacher logits", [*logits_list[:1], *teachers])
     if peer_indices is None:
         peer_indices = range(num_peers)
 
     labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
     targets = method.targets(labels, teachers, temperature)
-    if len(targets) != num_peers:
+    if len(targets) != len(teachers):
         raise ValueError(
             f"{type(method).__name__}.targets returned targets for {len(targets)} "
-            f"peers; the cohort has {num_peers}."
+            f"peers; the cohort has {len(teachers)} (with its fixed teachers)."
         )
     num_examples = ops.cast(ops.shape(logits_list[0])[0], "float32")
     terms = []
@@ -224,6 +233,7 @@ def mutual_learning_losses(
     mimicry="pairwise",
     label_smoothing=0.0,
     teacher_logits=None,
+    fixed_teacher_logits=(),
 ):
     """The K per-peer Deep Mutual Learning losses.
 
@@ -249,5 +259,6 @@ def mutual_learning_losses(
         mimicry=mimicry,
         label_smoothing=label_smoothing,
         teacher_logits=teacher_logits,
+        fixed_teacher_logits=fixed_teacher_logits,
     )
     return [t.loss for t in terms]

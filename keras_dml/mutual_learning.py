@@ -99,17 +99,19 @@ def _check_backend():
         )
 
 
-def _validate_peers(peers):
+def _validate_peers(peers, teacher=None):
+    fewest = 1 if teacher is not None else 2
     if isinstance(peers, keras.layers.Layer) or not isinstance(peers, (list, tuple)):
         raise ValueError(
-            "`peers` must be a list of at least 2 Keras models. "
+            f"`peers` must be a list of at least {fewest} Keras models. "
             f"Received: peers={peers!r}"
         )
     peers = list(peers)
-    if len(peers) < 2:
+    if len(peers) < fewest:
         raise ValueError(
-            "Mutual learning needs a cohort of at least 2 peers. "
-            f"Received: {len(peers)} peer(s): {[getattr(p, 'name', p) for p in peers]}"
+            "Mutual learning needs a cohort of at least 2 peers (or 1 student "
+            "and a `teacher`). Received: "
+            f"{len(peers)} peer(s): {[getattr(p, 'name', p) for p in peers]}"
         )
     for i, peer in enumerate(peers):
         if not isinstance(peer, keras.layers.Layer):
@@ -140,6 +142,45 @@ def _validate_peers(peers):
                     "peer's optimizer would update them."
                 )
     return peers, (known.pop() if known else None)
+
+
+def _validate_teacher(teacher, peers, num_classes):
+    """`teacher`, checked: a built Keras model returning logits over the
+    peers' `num_classes`, not a peer, sharing no weights with them."""
+    if teacher is None:
+        return None
+    if not isinstance(teacher, keras.Model):
+        raise ValueError(
+            "`teacher` must be a pre-trained Keras model returning logits. "
+            f"Received: teacher={teacher!r}"
+        )
+    if not teacher.built:
+        raise ValueError(
+            f"`teacher` ({teacher.name!r}) is not built: a static teacher is a "
+            "pre-trained model (build, train or load it first)."
+        )
+    if any(teacher is peer for peer in peers):
+        raise ValueError(
+            f"`teacher` ({teacher.name!r}) is also a peer: a static teacher is "
+            "frozen, a peer is trained."
+        )
+    activation = _final_activation(teacher)
+    if activation is not None:
+        raise ValueError(
+            f"`teacher` ({teacher.name!r}) ends in a {activation}: it must "
+            "return logits, as the peers do."
+        )
+    _check_sizes(
+        {f"teacher {teacher.name}": _output_size(teacher), "peers": num_classes}
+    )
+    peer_variables = {id(v) for peer in peers for v in peer.weights}
+    shared = [v.path for v in teacher.weights if id(v) in peer_variables]
+    if shared:
+        raise ValueError(
+            f"`teacher` ({teacher.name!r}) shares the variable {shared[0]!r} with "
+            "a peer; the peer's optimizer would change the teacher."
+        )
+    return teacher
 
 
 def _check_sizes(sizes):
@@ -196,6 +237,17 @@ class MutualLearningModel(CohortSteps, keras.Model):
         aux_loss_weight: weight of the cross-entropy of a peer's auxiliary
             classifiers, for peers that return {"logits", "aux_logits"}
             (0.3 as in GoogLeNet). Auxiliary logits take no part in mimicry.
+        teacher: a pre-trained Keras model returning logits over the same
+            classes (offline distillation, the paper's comparison). It is
+            frozen: called in inference mode (its BatchNorm statistics stay
+            as they are), never updated, with no optimizer, and it is not a
+            peer in `model.peers`, the logs, the metrics or the export (it
+            is saved with the cohort, so `.keras` files and checkpoints
+            restore it). The mimicry method treats it as one more member
+            whose predictions every peer mimics: with "pairwise", peer k's
+            KL term averages over the K - 1 other peers and the teacher.
+            With one peer this is Hinton et al.'s knowledge distillation,
+            `CE + kl_weight * T^2 * KL(sg(p_teacher) || p_student)`.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Labels are integer class ids; a label < 0 marks an unlabeled example, which
@@ -228,10 +280,12 @@ class MutualLearningModel(CohortSteps, keras.Model):
         update="simultaneous",
         label_smoothing=0.0,
         aux_loss_weight=0.3,
+        teacher=None,
         **kwargs,
     ):
         _check_backend()
-        peers, num_classes = _validate_peers(peers)
+        peers, num_classes = _validate_peers(peers, teacher)
+        teacher = _validate_teacher(teacher, peers, num_classes)
         dml_losses.validate_hyperparameters(
             kl_weight, temperature, mimicry, label_smoothing
         )
@@ -265,6 +319,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
         self.update = update
         self.label_smoothing = float(label_smoothing)
         self.aux_loss_weight = float(aux_loss_weight)
+        if teacher is not None:
+            teacher.trainable = False  # Its weights leave every gradient.
+        self.teacher = teacher
         self._cohort_metrics = None
         self._compile_args = None
         self._built_input_shape = None
@@ -558,6 +615,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         return x, y
 
     def _terms(self, labels, logits, teachers, peer_indices=None):
+        num_peers = len(self.peers)
         return dml_losses.mutual_learning_terms(
             labels,
             logits,
@@ -566,13 +624,25 @@ class MutualLearningModel(CohortSteps, keras.Model):
             mimicry=self.mimicry,
             label_smoothing=self.label_smoothing,
             peer_indices=peer_indices,
-            teacher_logits=teachers,
+            teacher_logits=teachers[:num_peers],
+            fixed_teacher_logits=teachers[num_peers:],
         )
 
     def _teachers(self, x, logits, training):
-        """The teachers' logits: the mimicry method's (by default the peers'
-        own), under stop-gradient."""
-        return self.mimicry.teacher_logits(self.peers, x, logits, training=training)
+        """The teachers' logits, under stop-gradient: the mimicry method's
+        K (by default the peers' own), then the static teacher's, if any.
+
+        The static teacher always runs in inference mode: its BatchNorm
+        statistics are part of what was pre-trained. (In the sequential
+        order it runs at every peer's turn: its logits are the same, and an
+        inference pass is cheap beside the peers' training passes.)"""
+        teachers = self.mimicry.teacher_logits(self.peers, x, logits, training=training)
+        if self.teacher is None:
+            return teachers
+        fixed, _ = split_peer_output(
+            self.teacher(x, training=False), f"teacher {self.teacher.name}"
+        )
+        return [*teachers, ops.stop_gradient(fixed)]
 
     def _peer_objective(
         self, k, terms, aux_logits, labels, counts, regularization=None
@@ -695,6 +765,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 "update": self.update,
                 "label_smoothing": self.label_smoothing,
                 "aux_loss_weight": self.aux_loss_weight,
+                "teacher": None
+                if self.teacher is None
+                else keras.saving.serialize_keras_object(self.teacher),
             }
         )
         return config
@@ -710,6 +783,10 @@ class MutualLearningModel(CohortSteps, keras.Model):
         if isinstance(config.get("mimicry"), dict):
             config["mimicry"] = keras.saving.deserialize_keras_object(
                 config["mimicry"], custom_objects=custom_objects
+            )
+        if isinstance(config.get("teacher"), dict):
+            config["teacher"] = keras.saving.deserialize_keras_object(
+                config["teacher"], custom_objects=custom_objects
             )
         return cls(peers, **config)
 

@@ -131,6 +131,7 @@ CORE_FILES = (
     "tests/test_mimicry.py",
     "tests/test_mutual_learning.py",
     "tests/test_reid_features.py",
+    "tests/test_teacher.py",
 )
 
 

@@ -15,6 +15,7 @@ import pytest
 from absl import flags
 from data_fixtures import cifar_arrays, write_cifar10_archive
 
+from keras_dml import models
 from keras_dml.data import cifar10, datasets
 from keras_dml.training import config as settings
 from keras_dml.training.lock import RunFolderInUse, RunLock
@@ -206,6 +207,41 @@ def test_folder_dataset_trains_and_resumes_exactly(tmp_path):
         [r["loss"] for r in results["history"]],
         rtol=1e-6,
     )
+
+
+@pytest.mark.slow
+def test_a_student_of_a_static_teacher_resumes_exactly(tmp_path):
+    """--teacher: a .keras file (a model, or a cohort's peer); one student is
+    enough; the teacher is saved unchanged with the cohort and the run
+    resumes exactly."""
+    teacher = models.build("cnn_wide", 10, (8, 8, 1))
+    teacher_path = str(tmp_path / "teacher.keras")
+    teacher.save(teacher_path)
+    given = dict(
+        dataset="digits",
+        smoke_test=True,
+        peers=("cnn_small",),
+        teacher=teacher_path,
+        temperature=4.0,
+        deterministic=True,
+        export=False,
+    )
+    results = _smoke(tmp_path / "a", **given)
+    assert results["run"] == "distillation" and results["peer_names"] == ["cnn_small"]
+    saved = keras.saving.load_model(tmp_path / "a" / "run" / "cohort.keras")
+    for a, b in zip(saved.teacher.weights, teacher.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), b.numpy())
+    _smoke(tmp_path / "b", **{**given, "epochs": 1})
+    resumed = _smoke(tmp_path / "b", **given)
+    assert [r["loss"] for r in resumed["history"]] == [
+        r["loss"] for r in results["history"]
+    ]
+    with pytest.raises(ValueError, match="--teacher must be a .keras file"):
+        settings.resolve({**given, "model_dir": "x", "teacher": "t.h5"})
+    with pytest.raises(ValueError, match="is not a file"):
+        settings.resolve({**given, "model_dir": "x", "teacher": "none.keras"})
+    with pytest.raises(ValueError, match=r"needs at least 2 names \(or 1 with"):
+        settings.resolve({**given, "model_dir": "x", "teacher": None})
 
 
 @pytest.mark.slow

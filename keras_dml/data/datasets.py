@@ -11,11 +11,14 @@ import os
 
 import numpy as np
 
-from keras_dml.data import (
+# fashion_mnist and mnist register themselves when imported.
+from keras_dml.data import (  # noqa: F401
     cifar10,
     cifar100,
+    fashion_mnist,
     folders,
     market1501,
+    mnist,
     registry,
 )
 from keras_dml.data.normalization import NORMALIZATIONS
@@ -274,11 +277,7 @@ for _dataset in (
 ):
     register(_dataset)
 
-# These register themselves on import; imported last, so that --help lists
-# the datasets in this order.
-from keras_dml.data import fashion_mnist, mnist  # noqa: E402, F401
-
-REGISTRY = registry.REGISTRY
+REGISTRY = registry.REGISTRY  # In import order: MNIST's come first.
 NAMES = registry.names()
 __all__ = ["LoadedData", "NAMES", "REGISTRY", "data_dir_problem", "get"]
 

@@ -10,6 +10,7 @@ code's for Market-1501.
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 from keras_dml import mimicry as mimicry_methods
@@ -206,6 +207,23 @@ SETTINGS = (
         None,
         "Steps between refreshes of the stale copies the peers mimic "
         "(--mimicry=codistillation; 1 is DML). none: 100.",
+        "int",
+        "dml",
+    ),
+    _s(
+        "teacher",
+        None,
+        "A pre-trained, frozen teacher every peer also mimics (offline "
+        "distillation): a .keras file of a model returning logits, or of a "
+        "cohort (its peer --teacher_peer). With it, --peers may name one "
+        "student (Hinton et al.'s knowledge distillation).",
+        "str",
+        "dml",
+    ),
+    _s(
+        "teacher_peer",
+        0,
+        "Which peer of a cohort's .keras file --teacher takes.",
         "int",
         "dml",
     ),
@@ -512,8 +530,20 @@ def validate(config):
     if not config.model_dir:
         problems.append("--model_dir is required: the folder the run writes to.")
     peers = list(config.peers or ())
-    if len(peers) < 2:
-        problems.append(f"--peers needs at least 2 names. Received: {','.join(peers)}")
+    if len(peers) < (1 if config.teacher else 2):
+        problems.append(
+            f"--peers needs at least 2 names (or 1 with --teacher). "
+            f"Received: {','.join(peers)}"
+        )
+    if config.teacher is not None:
+        if not config.teacher.endswith(".keras"):
+            problems.append(
+                f"--teacher must be a .keras file. Received: {config.teacher}"
+            )
+        elif not os.path.isfile(config.teacher):
+            problems.append(f"--teacher={config.teacher} is not a file.")
+    if not isinstance(config.teacher_peer, int) or config.teacher_peer < 0:
+        problems.append(f"--teacher_peer must be >= 0. Received: {config.teacher_peer}")
     unknown = [p for p in peers if models.canonical_name(p) not in models.NAMES]
     if unknown:
         valid = ", ".join(models.NAMES)

@@ -269,6 +269,27 @@ def make_optimizer(config, steps_per_epoch):
     )
 
 
+def load_teacher(path, peer=0):
+    """The frozen teacher in the `.keras` file at `path` (None for None): the
+    model it holds, or peer `peer` of a saved cohort."""
+    if path is None:
+        return None
+    try:
+        loaded = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many kinds for a bad file.
+        raise ValueError(
+            f"--teacher={path} could not be loaded as a Keras model: {error}"
+        ) from None
+    if isinstance(loaded, MutualLearningModel):
+        if peer >= len(loaded.peers):
+            raise ValueError(
+                f"--teacher_peer={peer}, but {path} is a cohort of "
+                f"{len(loaded.peers)} peers."
+            )
+        return loaded.peers[peer]
+    return loaded
+
+
 def build_cohort(config, data, steps_per_epoch):
     """The compiled MutualLearningModel of a run (call inside `Devices.scope()`)."""
     peers = [
@@ -286,6 +307,7 @@ def build_cohort(config, data, steps_per_epoch):
         apply_weight_decay(peer, config.weight_decay)
     model = MutualLearningModel(
         peers,
+        teacher=load_teacher(config.teacher, config.teacher_peer),
         kl_weight=0.0 if config.independent else config.kl_weight,
         temperature=config.temperature,
         mimicry=mimicry_methods.get(
@@ -312,10 +334,16 @@ def _training_data(config, data, devices, initial_epoch):
 
 
 def run_label(config):
-    """ "independent", "DML" (pairwise mimicry) or the mimicry method's name."""
+    """ "independent", "DML" (pairwise mimicry) or the mimicry method's name;
+    "distillation" for one student of a `--teacher`, "<label> + teacher" for
+    several."""
     if config.independent or config.kl_weight == 0:
         return "independent"
-    return "DML" if config.mimicry == "pairwise" else config.mimicry
+    label = "DML" if config.mimicry == "pairwise" else config.mimicry
+    if config.teacher is not None:
+        # One student and a teacher is Hinton et al.'s distillation.
+        return "distillation" if len(config.peers) == 1 else f"{label} + teacher"
+    return label
 
 
 def _reports(config, write_to, model, history, evaluation, started, devices, steps):
@@ -324,6 +352,7 @@ def _reports(config, write_to, model, history, evaluation, started, devices, ste
         **evaluation,
         "dataset": config.dataset,
         "peer_names": names,
+        "teacher": None if model.teacher is None else model.teacher.name,
         "run": run_label(config),
         "epochs_completed": history[-1]["epoch"] if history else 0,
         "steps_per_epoch": steps,
