@@ -231,13 +231,14 @@ def test_a_run_holds_out_validation_and_reports_the_test_set(tmp_path, dataset, 
             "epochs": 1,
             "batch_size": 8,
             "validation_size": 10,
+            "train_size": 16,
             "seed": 0,
             "export": False,
         }
     )
     results = run(config)
-    # 30 training images left after 10 held out: 3 steps of 8.
-    assert results["steps_per_epoch"] == 3
+    # 30 training images left after 10 held out, 16 of them used: 2 steps of 8.
+    assert results["steps_per_epoch"] == 2
     assert set(results["top1"]) == {"peer0", "peer1", "ensemble"}
     assert "val_peer0_accuracy" in results["history"][0]
     assert "validation accuracy" in capsys.readouterr().out

@@ -141,6 +141,7 @@ def _load(config):
         padding=2,
         flip=True,
         validation_size=config.validation_size,
+        train_size=config.train_size,
     )
 
 
@@ -160,6 +161,7 @@ DATASET = registry.register(
             # 5,000 of the 60,000 training images, for every choice made
             # while developing; the test set is only reported.
             "validation_size": 5000,
+            "train_size": None,
         },
         {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "validation_size": 8},
         _load,

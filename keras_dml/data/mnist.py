@@ -163,6 +163,7 @@ def _load(config):
         padding=2,
         flip=False,
         validation_size=config.validation_size,
+        train_size=config.train_size,
     )
 
 
@@ -180,6 +181,7 @@ DATASET = registry.register(
             "lr_milestones": (15, 25),
             "weight_decay": 5e-4,
             "validation_size": 5000,
+            "train_size": None,
         },
         {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "validation_size": 8},
         _load,

@@ -37,6 +37,10 @@ class LoadedData:
         evaluate: `(model, verbose) -> results` at the end of training.
         validation_name: what `validation` is: "validation" (held out of the
             training set, for choices made while developing) or "test".
+        train_batches: the training split as evaluation batches (no
+            augmentation, no shuffle), where the dataset has them: what
+            `keras_dml.analysis` measures the training loss on.
+        test_batches: the test split as evaluation batches, likewise.
     """
 
     num_classes: int
@@ -47,6 +51,8 @@ class LoadedData:
     validation: object
     evaluate: Callable
     validation_name: str = "test"
+    train_batches: object = None
+    test_batches: object = None
 
     def steps_per_epoch(self, batch_size, cap=None):
         full = steps_per_epoch(self.num_train, batch_size)
@@ -146,12 +152,15 @@ def array_data(
     padding=4,
     flip=True,
     validation_size=0,
+    train_size=None,
 ):
     """LoadedData over uint8 image arrays (CIFAR, digits, MNIST).
 
     With `validation_size` > 0, that many training images (stratified, the
     same split for every run) are held out as the split evaluated after each
-    epoch, and the test set is evaluated once, at the end.
+    epoch, and the test set is evaluated once, at the end. With `train_size`,
+    training uses a stratified subset of that many of the remaining images
+    (the same for every run).
     """
     (train_images, train_labels), (test_images, test_labels) = train, test
     validation_name = "test"
@@ -165,6 +174,10 @@ def array_data(
         held_out = (train_images[held], train_labels[held])
         train_images, train_labels = train_images[kept], train_labels[kept]
         validation_name = "validation"
+    if train_size is not None and train_size < len(train_labels):
+        # The split's own seed: a subset independent of the held-out one.
+        _, subset = hold_out(train_labels, train_size, seed=1)
+        train_images, train_labels = train_images[subset], train_labels[subset]
 
     def make_train(seed, epochs, initial_epoch, input_context=None):
         return array_dataset(
@@ -202,6 +215,8 @@ def array_data(
         validation=validation,
         evaluate=top1(test),
         validation_name=validation_name,
+        train_batches=batches(train_images, train_labels),
+        test_batches=test,
     )
 
 

@@ -120,8 +120,9 @@ SETTINGS = (
     _s(
         "train_size",
         None,
-        "Training images taken from --dataset=digits (a stratified split; the "
-        "rest of its 1,797 images are the test set).",
+        "Training images used: for --dataset=digits a stratified split (the "
+        "rest of its 1,797 images are the test set); for mnist and "
+        "fashion_mnist a stratified subset of the training set (none: all).",
         "int",
         "data",
         dataset_default=True,
@@ -567,11 +568,21 @@ def validate(config):
                 "--train_size must be in 10..1000 (the rest of the 1,797 digits "
                 f"are the test set). Received: {config.train_size}"
             )
-    elif config.train_size is not None:
-        problems.append(
-            f"--train_size applies to --dataset=digits only (received "
-            f"--dataset={config.dataset}); use --steps_per_epoch to shorten epochs."
-        )
+    elif config.train_size is not None and config.dataset in datasets.NAMES:
+        # A dataset that can take a subset says so with a default.
+        subsetting = [
+            d.name for d in datasets.REGISTRY.values() if "train_size" in d.defaults
+        ]
+        if config.dataset not in subsetting:
+            problems.append(
+                f"--train_size applies to {', '.join(subsetting)} only (received "
+                f"--dataset={config.dataset}); use --steps_per_epoch to shorten "
+                "epochs."
+            )
+        elif not (isinstance(config.train_size, int) and config.train_size >= 10):
+            problems.append(
+                f"--train_size must be >= 10. Received: {config.train_size}"
+            )
     size = config.validation_size
     if size is not None and (not isinstance(size, int) or size < 0):
         problems.append(f"--validation_size must be >= 0. Received: {size}")
