@@ -23,7 +23,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_dml.data.normalization import check_normalization, normalize
+from keras_dml.data.normalization import check_normalization, for_channels, normalize
 from keras_dml.files import atomic_write_text, umask
 from keras_dml.mimicry import TemporalMean, name_of
 from keras_dml.mutual_learning import MutualLearningModel, split_peer_output
@@ -295,6 +295,8 @@ def export_peers(
     weights = _weights_to_export(model, use_averaged)
     mean, std = _normalization(preprocessing)
     shape = _image_shape(peers, image_shape)
+    if isinstance(preprocessing, str):  # Named: one value for all channels follows.
+        mean, std = for_channels(mean, std, shape[-1])
     if len(mean) != shape[-1] or len(std) != shape[-1]:
         raise ValueError(
             f"`preprocessing` gives {len(mean)} channel means and {len(std)} stds "

@@ -304,11 +304,19 @@ class MutualLearningModel(CohortSteps, keras.Model):
             )
         mimicry = mimicry_methods.get(mimicry)
         if update == "sequential" and not mimicry.supports_sequential:
+            # The reason is known for the built-in copies only; a user's
+            # method says it does not support the order, for its own reasons.
+            why = (
+                ": its teachers are copies of the peers that no peer's update "
+                "changes within a step, so the sequential order would give the "
+                "same result at a higher cost"
+                if mimicry.uses_peer_copies
+                else f" (its class {type(mimicry).__name__} sets "
+                "`supports_sequential = False`)"
+            )
             raise ValueError(
                 f"mimicry={mimicry_methods.name_of(mimicry)!r} takes "
-                "update='simultaneous' only: its teachers are copies of the "
-                "peers that no peer's update changes within a step, so the "
-                "sequential order would give the same result at a higher cost."
+                f"update='simultaneous' only{why}."
             )
         super().__init__(**kwargs)
         self.peers = peers

@@ -19,7 +19,12 @@ c/cohort_sizes.png, d/analysis.png). Every run is an ordinary run of
 scripts/train.py under <output_dir>, resumable: re-run the same command
 after an interruption. The test set is only reported; curves show the
 validation split held out of the training set. `--smoke_test` runs every
-part on tiny data in seconds.
+part on tiny data in about a minute.
+
+Its own flags: --output_dir (default paper_output), --seeds (3), --small
+(resnet8), --large (resnet20), --parts (a,b,c,d; a always runs). Every
+setting below applies to every run, but --peers, --teacher, --seed and the
+others each run sets itself.
 """
 
 import _cli  # First: quiets TensorFlow's start-up before anything loads it.

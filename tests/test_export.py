@@ -428,3 +428,22 @@ def test_export_script_on_a_saved_cohort(tmp_path):
         command, capture_output=True, text=True, timeout=300, env=env
     )
     assert again.returncode == 1 and "already exist" in again.stderr
+
+
+def test_named_normalizations_follow_one_channel_images(tmp_path):
+    # Fashion-MNIST's peers take [28, 28, 1]: "unit" (the same for every
+    # channel) follows the images; "cifar100" (three different ones) cannot.
+    peers = [
+        keras_dml.models.build(n, 10, (28, 28, 1)) for n in ("cnn_small", "resnet8")
+    ]
+    model = keras_dml.MutualLearningModel(peers)
+    export_peers(model, str(tmp_path / "unit"), preprocessing="unit")
+    images = _images((28, 28, 1))
+    serve = tf.saved_model.load(str(tmp_path / "unit" / "cnn_small" / "1")).signatures[
+        "serving_default"
+    ]
+    served = serve(images=tf.constant(images))["probabilities"].numpy()
+    expected = tf.nn.softmax(peers[0](images.astype("float32") / 255.0)).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="3 channel means and 3 stds"):
+        export_peers(model, str(tmp_path / "cifar"), preprocessing="cifar100")

@@ -235,8 +235,19 @@ def test_kdcl_trains_in_both_update_orders(variant):
 
 @pytest.mark.parametrize("name", ["temporal_mean", "codistillation"])
 def test_copies_methods_refuse_the_sequential_order(name):
-    with pytest.raises(ValueError, match="update='simultaneous' only"):
+    with pytest.raises(ValueError, match="update='simultaneous' only: its teachers"):
         _cohort(name, update="sequential")
+
+
+def test_a_users_method_without_the_sequential_order_is_refused_in_its_terms():
+    class OneOrder(mimicry.Pairwise):
+        supports_sequential = False
+
+    with pytest.raises(ValueError) as error:
+        _cohort(OneOrder(), update="sequential")
+    message = str(error.value)
+    assert "sets `supports_sequential = False`" in message and "OneOrder" in message
+    assert "copies" not in message  # The built-in copies' reason is not its own.
 
 
 @pytest.mark.parametrize(

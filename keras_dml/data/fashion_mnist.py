@@ -120,29 +120,11 @@ def load_fashion_mnist(split, data_dir=None):
     return read_fashion_mnist(folder, split)
 
 
-def _load(config):
-    if config.smoke_test:
-        train, test = registry.smoke_arrays(
-            config, load_fashion_mnist, NUM_CLASSES, (28, 28, 1)
-        )
-    else:
-        train = load_fashion_mnist("train", config.data_dir)
-        test = load_fashion_mnist("test", config.data_dir)
-    # A 2-pixel shift and horizontal flips: a mirrored garment is the same
-    # class (not so for digits).
-    return registry.array_data(
-        config,
-        train,
-        test,
-        MEAN,
-        STD,
-        num_classes=NUM_CLASSES,
-        augment=True,
-        padding=2,
-        flip=True,
-        validation_size=config.validation_size,
-        train_size=config.train_size,
-    )
+# A 2-pixel shift and horizontal flips: a mirrored garment is the same class
+# (not so for digits).
+_load = registry.array_loader(
+    load_fashion_mnist, NUM_CLASSES, MEAN, STD, (28, 28, 1), padding=2, flip=True
+)
 
 
 DATASET = registry.register(
@@ -163,7 +145,7 @@ DATASET = registry.register(
             "validation_size": 5000,
             "train_size": None,
         },
-        {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "validation_size": 8},
+        registry.SMOKE,
         _load,
         "Fashion-MNIST (Debian's dataset-fashion-mnist, keras's cache or download, "
         "or --data_dir with its IDX files)",

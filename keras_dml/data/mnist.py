@@ -143,28 +143,10 @@ def load_mnist(split, data_dir=None):
     return read_mnist(data_dir, split)
 
 
-def _load(config):
-    if config.smoke_test:
-        train, test = registry.smoke_arrays(
-            config, load_mnist, NUM_CLASSES, (28, 28, 1)
-        )
-    else:
-        train = load_mnist("train", config.data_dir)
-        test = load_mnist("test", config.data_dir)
-    # A 2-pixel shift, no flip: mirrored digits are other shapes.
-    return registry.array_data(
-        config,
-        train,
-        test,
-        MEAN,
-        STD,
-        num_classes=NUM_CLASSES,
-        augment=True,
-        padding=2,
-        flip=False,
-        validation_size=config.validation_size,
-        train_size=config.train_size,
-    )
+# A 2-pixel shift, no flip: mirrored digits are other shapes.
+_load = registry.array_loader(
+    load_mnist, NUM_CLASSES, MEAN, STD, (28, 28, 1), padding=2, flip=False
+)
 
 
 DATASET = registry.register(
@@ -183,7 +165,7 @@ DATASET = registry.register(
             "validation_size": 5000,
             "train_size": None,
         },
-        {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "validation_size": 8},
+        registry.SMOKE,
         _load,
         "MNIST (keras's mnist.npz, cached or downloaded, or --data_dir with it or "
         "its IDX files)",

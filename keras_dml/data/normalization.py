@@ -26,6 +26,15 @@ def check_normalization(name):
     return NORMALIZATIONS[name]
 
 
+def for_channels(mean, std, channels):
+    """`(mean, std)` for images of `channels` channels: a normalization that
+    is the same for every channel ("unit", "none", "mobilenet") follows the
+    images; any other is returned as it is, for the caller to check."""
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return (mean[0],) * channels, (std[0],) * channels
+    return mean, std
+
+
 def normalize(images, mean, std):
     """uint8 (or 0..255 float) images -> float32 `(x / 255 - mean) / std`."""
     images = tf.cast(images, tf.float32) / 255.0

@@ -220,6 +220,39 @@ def array_data(
     )
 
 
+def array_loader(load_split, num_classes, mean, std, shape, *, padding, flip):
+    """`config -> LoadedData` of a dataset whose `load_split(split, data_dir)`
+    gives uint8 image arrays: tiny data for a smoke test, the validation
+    split and training subset the settings ask for, augmented by a shift of
+    `padding` pixels (and horizontal flips with `flip`)."""
+
+    def load(config):
+        if config.smoke_test:
+            train, test = smoke_arrays(config, load_split, num_classes, shape)
+        else:
+            train = load_split("train", config.data_dir)
+            test = load_split("test", config.data_dir)
+        return array_data(
+            config,
+            train,
+            test,
+            mean,
+            std,
+            num_classes=num_classes,
+            augment=True,
+            padding=padding,
+            flip=flip,
+            validation_size=config.validation_size,
+            train_size=config.train_size,
+        )
+
+    return load
+
+
+# What `--smoke_test` sets for the array datasets: 2 steps of 8, 2 epochs.
+SMOKE = {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "validation_size": 8}
+
+
 def smoke_arrays(config, read, num_classes, shape):
     """Two training batches and one test batch: a slice of the real data with
     a data_dir, else random images."""
