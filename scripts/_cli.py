@@ -143,6 +143,13 @@ def run(main):
     # A warning is a note to the user: one line, without Python's source line.
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
+    if any(arg in ("--help", "-h", "-?", "--helpshort") for arg in sys.argv[1:]):
+        # What the script accepts, its own flags first (the module docstring
+        # holds them), and exit code 0; absl's --help would exit with 1 and
+        # list the script's own flags last. --helpfull is absl's, all flags.
+        print(sys.modules["__main__"].__doc__)
+        sys.exit(0)
+
     def guarded(argv):
         import tensorflow as tf
 

@@ -63,5 +63,11 @@ def main(argv):
 
 if __name__ == "__main__":
     settings.define_flags(FLAGS, DEFAULTS)
-    __doc__ += "\n" + settings.help_text(DEFAULTS) + "\n"  # What --help shows.
+    own = [FLAGS[name] for name in ("output_dir", "seeds")]
+    # What --help shows: the script's own flags first, then the settings it
+    # does not set per run.
+    from keras_dml.training.mimicry_comparison import PER_VARIANT
+
+    hidden = PER_RUN + PER_VARIANT
+    __doc__ += "\n" + settings.help_text(DEFAULTS, own_flags=own, hidden=hidden) + "\n"
     _cli.run(main)

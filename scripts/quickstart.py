@@ -60,5 +60,8 @@ def main(argv):
 
 if __name__ == "__main__":
     settings.define_flags(FLAGS, DEFAULTS)
-    __doc__ += "\n" + settings.help_text(DEFAULTS) + "\n"  # What --help shows.
+    own = [FLAGS[name] for name in ("output_dir", "seeds")]
+    # What --help shows: the script's own flags first, then the settings it
+    # does not set per run.
+    __doc__ += "\n" + settings.help_text(DEFAULTS, own_flags=own, hidden=PER_RUN) + "\n"
     _cli.run(main)

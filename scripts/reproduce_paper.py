@@ -20,11 +20,7 @@ scripts/train.py under <output_dir>, resumable: re-run the same command
 after an interruption. The test set is only reported; curves show the
 validation split held out of the training set. `--smoke_test` runs every
 part on tiny data in about a minute.
-
-Its own flags: --output_dir (default paper_output), --seeds (3), --small
-(resnet8), --large (resnet20), --parts (a,b,c,d; a always runs). Every
-setting below applies to every run, but --peers, --teacher, --seed and the
-others each run sets itself.
+Every setting below applies to every run.
 """
 
 import _cli  # First: quiets TensorFlow's start-up before anything loads it.
@@ -105,5 +101,8 @@ def main(argv):
 
 if __name__ == "__main__":
     settings.define_flags(FLAGS, DEFAULTS)
-    __doc__ += "\n" + settings.help_text(DEFAULTS) + "\n"  # What --help shows.
+    own = [FLAGS[name] for name in ("output_dir", "seeds", "small", "large", "parts")]
+    # What --help shows: the script's own flags first, then the settings it
+    # does not set per run.
+    __doc__ += "\n" + settings.help_text(DEFAULTS, own_flags=own, hidden=PER_RUN) + "\n"
     _cli.run(main)

@@ -226,3 +226,25 @@ def test_verbosity_brings_tensorflows_start_up_lines_back(tmp_path):
     _one_line_failure(quiet, "does not exist")
     assert not NOISE.search(quiet.stderr)
     assert len(loud.stderr.splitlines()) > len(quiet.stderr.splitlines())
+
+
+@pytest.mark.parametrize(
+    "script, own, refused",
+    [
+        ("compare_mimicry.py", ["output_dir", "seeds"], ["model_dir", "mimicry"]),
+        ("quickstart.py", ["output_dir", "seeds"], ["model_dir", "independent"]),
+        ("reproduce_paper.py", ["small", "large", "parts"], ["peers", "teacher"]),
+    ],
+)
+def test_help_lists_what_the_script_accepts_own_flags_first_and_exits_0(
+    script, own, refused
+):
+    result = _script(script, "--help", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    settings_at = text.index("Settings (a dataset changes only their defaults):")
+    for name in own:
+        assert -1 < text.index(f"  --{name}\n") < settings_at, name
+    for name in refused:
+        assert f"  --{name}\n" not in text, name
+    assert "  --epochs\n" in text and "  --kl_weight\n" in text

@@ -691,17 +691,32 @@ def _shown_default(setting, defaults):
     return str(default).lower() if isinstance(default, bool) else str(default)
 
 
-def help_text(defaults=None):
-    """Every setting once, by group, with its default: what `--help` shows."""
+def help_text(defaults=None, *, own_flags=(), hidden=()):
+    """What `--help` shows: a script's `own_flags` first (absl flags), then
+    every setting once, by group, with its default, but those in `hidden`
+    (settings the script sets per run and refuses from the user)."""
     import textwrap
 
     from keras_dml.data import datasets
 
+    def entry(name, text):
+        return [f"  --{name}"] + textwrap.wrap(
+            text, width=78, initial_indent="      ", subsequent_indent="      "
+        )
+
     defaults = defaults or {}
-    lines = ["Settings (a dataset changes only their defaults):"]
+    lines = []
+    if own_flags:
+        lines.append("This script's own flags:")
+        for flag in own_flags:
+            lines += entry(flag.name, f"{flag.help} Default: {flag.default}.")
+        lines.append("")
+    lines.append("Settings (a dataset changes only their defaults):")
     for group in GROUPS:
         lines.append(f"\n{group}:")
         for setting in (s for s in SETTINGS if s.group == group):
+            if setting.name in hidden:
+                continue
             text = f"{setting.help} Default: {_shown_default(setting, defaults)}."
             if setting.name == "dataset":
                 text += " " + "; ".join(
@@ -709,10 +724,14 @@ def help_text(defaults=None):
                 )
             elif setting.choices:
                 text += f" One of: {', '.join(setting.choices)}."
-            lines.append(f"  --{setting.name}")
-            lines += textwrap.wrap(
-                text, width=78, initial_indent="      ", subsequent_indent="      "
-            )
+            lines += entry(setting.name, text)
+    if hidden:
+        lines.append("")
+        lines += textwrap.wrap(
+            "Set per run by this script (refused when given): "
+            f"{', '.join('--' + name for name in hidden)}.",
+            width=78,
+        )
     return "\n".join(lines)
 
 
