@@ -46,7 +46,7 @@ def _cifar(read, num_classes, mean, std):
             mean,
             std,
             num_classes=num_classes,
-            augment=True,
+            augment=config.augment,
             validation_size=config.validation_size,
         )
 
@@ -71,7 +71,7 @@ def _load_digits(config):
         mean,
         std,
         num_classes=10,
-        augment=True,
+        augment=config.augment,
         padding=1,
         flip=False,
         validation_size=config.validation_size,
@@ -102,7 +102,7 @@ def _load_folder(config):
             batch_size=config.batch_size,
             mean=mean,
             std=std,
-            augment=True,
+            augment=config.augment,
             shuffle=True,
             seed=seed,
             drop_remainder=True,

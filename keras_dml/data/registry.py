@@ -239,7 +239,7 @@ def array_loader(load_split, num_classes, mean, std, shape, *, padding, flip):
             mean,
             std,
             num_classes=num_classes,
-            augment=True,
+            augment=config.augment,
             padding=padding,
             flip=flip,
             validation_size=config.validation_size,

@@ -128,6 +128,14 @@ SETTINGS = (
         dataset_default=True,
     ),
     _s(
+        "augment",
+        True,
+        "Random shifts (and flips, where the dataset allows them) of the "
+        "training images (the array and folder datasets).",
+        "bool",
+        "data",
+    ),
+    _s(
         "validation_size",
         None,
         "Training images held out (stratified, the same for every run) as the "
