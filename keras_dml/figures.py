@@ -6,11 +6,13 @@ import os
 from keras_dml.files import temporary_path
 
 
-def save_figure(figure, path):
-    """Writes a matplotlib figure as PNG through a temporary file, and closes it."""
+def save_figure(figure, path, tight=True):
+    """Writes a matplotlib figure as PNG through a temporary file, and closes
+    it (after `tight_layout()`, unless the caller laid it out itself)."""
     import matplotlib.pyplot as plt
 
-    figure.tight_layout()
+    if tight:
+        figure.tight_layout()
     temporary = temporary_path(path)
     try:
         figure.savefig(temporary, dpi=120, format="png")

@@ -98,9 +98,16 @@ def plot_differences(path, differences, title, baseline, names=None):
 
 
 def plot_curves(
-    path, runs, title, metric="accuracy", ylabel="test top-1 (%)", names=None
+    path,
+    runs,
+    title,
+    metric="accuracy",
+    ylabel="top-1 (%), evaluated each epoch",
+    names=None,
 ):
-    """Saves a PNG of per-epoch accuracy, one line per peer and ensemble.
+    """Saves a PNG of per-epoch accuracy: one panel per peer and one for the
+    ensemble, one line per run in each, every run with its own color and
+    line style, the legend below the panels (never over the data).
 
     Args:
         path: the PNG to write.
@@ -116,24 +123,44 @@ def plot_curves(
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    colors = {}  # One color per peer / ensemble; the line style tells the runs apart.
-    for label, history, style in runs:
-        for name, points in sorted(accuracy_series(history, metric).items()):
-            epochs, values = zip(*points)
-            color = colors.setdefault(name, f"C{len(colors)}")
-            axes.plot(
+    per_run = [(label, accuracy_series(h, metric), style) for label, h, style in runs]
+    series = sorted(
+        {name for _, found, _ in per_run for name in found},
+        key=lambda name: (name == "ensemble", len(name), name),  # peer2 < peer10.
+    )
+    columns = max(1, len(series))
+    figure, panels = plt.subplots(
+        1, columns, figsize=(3.6 * columns + 0.6, 3.9), sharey=True, squeeze=False
+    )
+    handles = {}
+    for axes, name in zip(panels[0], series):
+        for i, (label, found, style) in enumerate(per_run):
+            if name not in found:
+                continue
+            epochs, values = zip(*found[name])
+            (line,) = axes.plot(
                 epochs,
                 [100 * v for v in values],
+                color=f"C{i}",
                 linestyle=style,
-                color=color,
-                marker="." if len(points) < 30 else None,
-                label=f"{names.get(name, name)} ({label})",
+                marker="." if len(epochs) < 30 else None,
+                label=label,
             )
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    save_figure(figure, path)
+            handles.setdefault(label, line)
+        axes.set_title(names.get(name, name))
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    panels[0][0].set_ylabel(ylabel)
+    figure.suptitle(title)
+    figure.legend(
+        list(handles.values()),
+        list(handles),
+        loc="lower center",
+        ncol=min(len(handles), 6),
+        fontsize=8,
+        frameon=False,
+    )
+    # Room for the legend under the panels.
+    figure.tight_layout(rect=(0, 0.1 + 0.05 * ((len(handles) - 1) // 6), 1, 1))
+    save_figure(figure, path, tight=False)
