@@ -147,12 +147,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if state is None and not candidates:
             return 0
         problems = []
+        csv_path = os.path.join(os.path.dirname(directory), "history.csv")
         if state is not None and state["epoch"] is not None:
             # Files of epochs after the state's were never completed.
             candidates = [(e, n) for e, n in candidates if e <= int(state["epoch"])]
             if state["weights"] not in [name for _, name in candidates]:
                 missing = os.path.join(directory, state["weights"])
                 problems.append(f"{missing} (epoch {state['epoch']}) is missing")
+        else:
+            # No (readable) state: the epochs history.csv records are the
+            # completed ones. A checkpoint written just before a kill, before
+            # its epoch's row, is redone rather than resumed without its row.
+            recorded = max((r["epoch"] for r in history_from_csv(csv_path)), default=0)
+            for epoch, name in candidates:
+                if epoch > recorded:
+                    self.log(
+                        f"warning: {os.path.join(directory, name)} (epoch {epoch}) "
+                        "has no record in history.csv (the run stopped while "
+                        "saving it); that epoch is trained again."
+                    )
+            candidates = [(e, n) for e, n in candidates if e <= recorded]
         for epoch, name in candidates:
             path = os.path.join(directory, name)
             problem = checkpoint_problem(path)
@@ -164,9 +178,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 self.log(f"warning: {message}; resuming from epoch {epoch} ({path}).")
             history = (state or {}).get("history")
             if history is None:
-                history = history_from_csv(
-                    os.path.join(os.path.dirname(directory), "history.csv")
-                )
+                history = history_from_csv(csv_path)
             self.history = [row for row in history if row.get("epoch", 0) <= epoch]
             return epoch
         named = "; ".join(problems) if problems else f"{directory} holds no checkpoint"

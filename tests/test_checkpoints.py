@@ -109,6 +109,24 @@ def test_an_unreadable_state_file_falls_back_to_the_checkpoints(tmp_path):
     assert "unreadable checkpoint state" in messages[0]
 
 
+def test_a_kill_between_a_checkpoint_and_its_record_redoes_that_epoch(tmp_path):
+    # SIGKILL right after epoch-0001.keras appeared, before state.json and
+    # history.csv were first written: resuming from it would lose epoch 1's
+    # row, so epoch 1 is trained again.
+    directory = tmp_path / "checkpoints"
+    _train(directory, 1)
+    os.remove(directory / "state.json")
+    os.remove(tmp_path / "history.csv")
+    epoch, _, checkpoint, messages = _restore(directory)
+    assert epoch == 0 and checkpoint.history == []
+    assert "epoch-0001.keras (epoch 1) has no record in history.csv" in messages[0]
+    # With history.csv recording epoch 1 (state.json lost), it resumes.
+    _train(tmp_path / "again", 1)
+    os.remove(tmp_path / "again" / "state.json")
+    epoch, _, checkpoint, _ = _restore(tmp_path / "again")
+    assert epoch == 1 and [r["epoch"] for r in checkpoint.history] == [1]
+
+
 def test_a_missing_named_checkpoint_is_named(tmp_path):
     directory = tmp_path / "checkpoints"
     _train(directory, 2)
