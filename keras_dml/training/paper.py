@@ -273,6 +273,7 @@ def _plot_analysis(path, measured, sigmas, title):
             capsize=3,
             label=label,
         )
+    right.set_yscale("log")  # From 0.01 (sigma 0) to hundreds.
     right.set_xlabel("sigma of the Gaussian noise added to every weight")
     right.set_ylabel("training loss (cross-entropy)")
     right.set_title("loss under weight noise (wider minimum: flatter)")
@@ -362,7 +363,8 @@ def reproduce(base, small, large, seeds, output_dir, parts=PARTS, print_fn=print
         networks = " + ".join(pairs(small, large)[name])
         sections += [f"### {name}: {networks}", "", table, ""]
     sections.append(
-        "Training top-1 at the last epoch (augmented, training mode), the regime: "
+        "Training top-1 at the last epoch (as logged while training, in training "
+        "mode), the regime: "
         + "; ".join(
             f"{name} " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.items())
             for name, r in regime.items()
