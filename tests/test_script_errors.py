@@ -232,7 +232,6 @@ def test_verbosity_brings_tensorflows_start_up_lines_back(tmp_path):
     "script, own, refused",
     [
         ("compare_mimicry.py", ["output_dir", "seeds"], ["model_dir", "mimicry"]),
-        ("quickstart.py", ["output_dir", "seeds"], ["model_dir", "independent"]),
         ("reproduce_paper.py", ["small", "large", "parts"], ["peers", "teacher"]),
     ],
 )
