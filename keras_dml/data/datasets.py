@@ -26,31 +26,11 @@ from keras_dml.data.registry import (
     Dataset,
     LoadedData,
     array_data,
+    array_loader,
     get,
     register,
-    smoke_arrays,
     top1,
 )
-
-
-def _cifar(read, num_classes, mean, std):
-    def load(config):
-        if config.smoke_test:
-            train, test = smoke_arrays(config, read, num_classes, (32, 32, 3))
-        else:
-            train, test = read("train", config.data_dir), read("test", config.data_dir)
-        return array_data(
-            config,
-            train,
-            test,
-            mean,
-            std,
-            num_classes=num_classes,
-            augment=config.augment,
-            validation_size=config.validation_size,
-        )
-
-    return load
 
 
 def _load_digits(config):
@@ -208,7 +188,15 @@ for _dataset in (
         "classification",
         _CIFAR100_DEFAULTS,
         _SMALL,
-        _cifar(cifar100.load_cifar100, 100, cifar100.MEAN, cifar100.STD),
+        array_loader(
+            cifar100.load_cifar100,
+            100,
+            cifar100.MEAN,
+            cifar100.STD,
+            (32, 32, 3),
+            padding=4,
+            flip=True,
+        ),
         "CIFAR-100 (the archive, its folder, or TFDS without --data_dir)",
         cifar100.DOWNLOAD_HINT,
     ),
@@ -217,7 +205,15 @@ for _dataset in (
         "classification",
         _CIFAR100_DEFAULTS,
         _SMALL,
-        _cifar(cifar10.load_cifar10, 10, cifar10.MEAN, cifar10.STD),
+        array_loader(
+            cifar10.load_cifar10,
+            10,
+            cifar10.MEAN,
+            cifar10.STD,
+            (32, 32, 3),
+            padding=4,
+            flip=True,
+        ),
         "CIFAR-10 (the archive, its folder, or TFDS without --data_dir)",
         cifar10.DOWNLOAD_HINT,
     ),

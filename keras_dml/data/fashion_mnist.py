@@ -131,20 +131,7 @@ DATASET = registry.register(
     registry.Dataset(
         NAME,
         "classification",
-        {
-            "peers": ("resnet20", "resnet20"),
-            "epochs": 30,
-            "batch_size": 128,
-            "optimizer": "sgd",
-            "lr": 0.1,
-            "lr_schedule": "piecewise",
-            "lr_milestones": (15, 25),
-            "weight_decay": 5e-4,
-            # 5,000 of the 60,000 training images, for every choice made
-            # while developing; the test set is only reported.
-            "validation_size": 5000,
-            "train_size": None,
-        },
+        idx.DEFAULTS,
         registry.SMOKE,
         _load,
         "Fashion-MNIST (Debian's dataset-fashion-mnist, keras's cache or download, "

@@ -153,18 +153,7 @@ DATASET = registry.register(
     registry.Dataset(
         NAME,
         "classification",
-        {
-            "peers": ("resnet20", "resnet20"),
-            "epochs": 30,
-            "batch_size": 128,
-            "optimizer": "sgd",
-            "lr": 0.1,
-            "lr_schedule": "piecewise",
-            "lr_milestones": (15, 25),
-            "weight_decay": 5e-4,
-            "validation_size": 5000,
-            "train_size": None,
-        },
+        idx.DEFAULTS,
         registry.SMOKE,
         _load,
         "MNIST (keras's mnist.npz, cached or downloaded, or --data_dir with it or "
