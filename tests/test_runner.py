@@ -236,6 +236,12 @@ def test_a_student_of_a_static_teacher_resumes_exactly(tmp_path):
     assert [r["loss"] for r in resumed["history"]] == [
         r["loss"] for r in results["history"]
     ]
+    # A damaged teacher file is refused before the run folder is written.
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="is not a readable .keras file"):
+        _smoke(tmp_path / "c", **{**given, "teacher": str(damaged)})
+    assert not (tmp_path / "c" / "run").exists()
     with pytest.raises(ValueError, match="--teacher must be a .keras file"):
         settings.resolve({**given, "model_dir": "x", "teacher": "t.h5"})
     with pytest.raises(ValueError, match="is not a file"):

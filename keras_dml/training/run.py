@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -162,6 +163,7 @@ def prepared_run(config):
             config = config.replace(seed=resolve_seed(config.seed))
             data = datasets.get(config.dataset).load(config)
             _check_against_data(config, data)
+            _check_teacher_file(config.teacher)
             if write_to == config.model_dir:
                 for path in files.remove_stale_temporaries(config.model_dir):
                     print(f"Removed {path}, left by an interrupted run.")
@@ -181,6 +183,24 @@ def _check_against_data(config, data):
             f"--batch_size={config.batch_size} is larger than the training set "
             f"({data.num_train} examples)."
         )
+
+
+def _check_teacher_file(path):
+    """Refuses a --teacher that is not a whole `.keras` archive before
+    anything is written (it is loaded only when the cohort is built)."""
+    if path is None:
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(
+            f"--teacher={path} is not a readable .keras file ({error})."
+        ) from None
+    if bad is not None or not {"config.json", "model.weights.h5"} <= names:
+        problem = f"member {bad} is corrupt" if bad else "no config.json or weights"
+        raise ValueError(f"--teacher={path} is not a whole .keras file ({problem}).")
 
 
 def _remove_if_empty(folder):
