@@ -10,6 +10,7 @@ import time
 import zipfile
 
 import keras
+import numpy as np
 
 from keras_dml.files import atomic_write_text, save_model, writing
 
@@ -40,7 +41,9 @@ class StopOnNaN(keras.callbacks.Callback):
         super().__init__()
         self.epoch = None
         self.step = None
+        self.weight = None  # The first non-finite variable, when that stopped it.
         self._current_epoch = 0
+        self._last_step = None
 
     @property
     def stopped(self):
@@ -50,17 +53,46 @@ class StopOnNaN(keras.callbacks.Callback):
         self._current_epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        self._last_step = batch + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.epoch, self.step = self._current_epoch + 1, batch + 1
             self.model.stop_training = True
 
+    def on_epoch_end(self, epoch, logs=None):
+        # The loss can stay finite while the weights are not: a ReLU turns a
+        # NaN activation into 0, so a diverged network still gives a loss of
+        # ~1e31. Checked once per epoch (a copy of the weights), before the
+        # checkpoint callback would save them.
+        if self.stopped:
+            return
+        name = nonfinite_weight(self.model)
+        if name is not None:
+            self.epoch, self.step = epoch + 1, self._last_step
+            self.weight = name
+            self.model.stop_training = True
+
     def message(self):
+        if self.weight is not None:
+            return (
+                f"The weights became NaN or infinite during epoch {self.epoch} "
+                f"(found after its step {self.step}; first: {self.weight}), while "
+                "the loss stayed finite; training stopped. Lower the learning rate "
+                "or check the data."
+            )
         return (
             f"The training loss became NaN or infinite at epoch {self.epoch}, step "
             f"{self.step}; training stopped. Lower the learning rate or check the "
             "data."
         )
+
+
+def nonfinite_weight(model):
+    """The path of `model`'s first variable holding NaN or inf, or None."""
+    for variable in model.weights:
+        if not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
+            return variable.path
+    return None
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -120,7 +152,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
             with open(path) as f:
                 state = json.load(f)
             int(state["epoch"]), str(state["weights"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            history = state.get("history")
+            if history is not None and not (
+                isinstance(history, list)
+                and all(isinstance(row, dict) and "epoch" in row for row in history)
+            ):
+                raise ValueError(f'"history" is {type(history).__name__}, not rows')
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(
                 f"{path}: unreadable checkpoint state ({error})"
             ) from error
@@ -167,13 +205,30 @@ class EpochCheckpoint(keras.callbacks.Callback):
                         "saving it); that epoch is trained again."
                     )
             candidates = [(e, n) for e, n in candidates if e <= recorded]
+        partly_loaded = False
         for epoch, name in candidates:
             path = os.path.join(directory, name)
             problem = checkpoint_problem(path)
             if problem is not None:
                 problems.append(f"{path} (epoch {epoch}) is {problem}")
                 continue
-            model.load_weights(path)
+            try:
+                model.load_weights(path)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                # Whole as an archive, but its weights are garbage or another
+                # cohort's. An older intact checkpoint overwrites every
+                # variable this one may have set.
+                problems.append(
+                    f"{path} (epoch {epoch}) does not load into this cohort "
+                    f"({_first_line(error)})"
+                )
+                partly_loaded = True
+                continue
+            bad = nonfinite_weight(model)
+            if bad is not None:  # Written before keras_dml checked weights.
+                problems.append(f"{path} (epoch {epoch}) holds NaN or inf in {bad}")
+                partly_loaded = True
+                continue
             for message in problems:
                 self.log(f"warning: {message}; resuming from epoch {epoch} ({path}).")
             history = (state or {}).get("history")
@@ -182,6 +237,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.history = [row for row in history if row.get("epoch", 0) <= epoch]
             return epoch
         named = "; ".join(problems) if problems else f"{directory} holds no checkpoint"
+        if partly_loaded:
+            # Starting over needs the cohort's initial weights, which a failed
+            # load may have changed in part.
+            raise ValueError(
+                f"{named}; no intact checkpoint is left. Remove {directory} to "
+                "train that run from the start, or use another --model_dir."
+            )
         self.log(
             f"warning: {named}; no intact checkpoint is left, so training starts "
             "over from epoch 0."
@@ -258,6 +320,11 @@ def checkpoint_files(directory):
         if match:
             found.append((int(match.group(1)), name))
     return sorted(found, reverse=True)
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
 
 
 def checkpoint_problem(path):

@@ -3,7 +3,7 @@
 import contextlib
 import os
 
-from keras_dml.files import temporary_path
+from keras_dml.files import temporary_path, umask
 
 
 def save_figure(figure, path, tight=True):
@@ -16,6 +16,7 @@ def save_figure(figure, path, tight=True):
     temporary = temporary_path(path)
     try:
         figure.savefig(temporary, dpi=120, format="png")
+        os.chmod(temporary, 0o666 & ~umask())  # mkstemp's file is 0600.
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

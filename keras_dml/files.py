@@ -85,6 +85,25 @@ def ensure_writable_dir(path, flag="path"):
         ) from None
 
 
+def refuse_links(folder, flag="--model_dir"):
+    """Raises ValueError naming the first symbolic link inside `folder`.
+
+    Everything a run writes goes inside its folder; a link planted there (by
+    anyone who can write to a shared folder) would redirect a write, or a
+    rename, to a file of the training user's elsewhere. `folder` itself may
+    be a link: the user chose it.
+    """
+    for root, dirs, names in os.walk(folder):
+        for name in sorted(dirs + names):
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                raise ValueError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}); a run "
+                    f"folder's files must be its own. Remove the link, or use "
+                    f"another {flag}."
+                )
+
+
 def umask():
     """The process's file-mode creation mask."""
     mask = os.umask(0)
@@ -93,9 +112,20 @@ def umask():
 
 
 def temporary_path(path):
-    """A temporary name beside `path` that `remove_stale_temporaries` knows."""
+    """A new, empty private file beside `path`, under an unpredictable name
+    that `remove_stale_temporaries` knows and that ends as `path` does (Keras
+    picks the format by the extension).
+
+    Created exclusively (`mkstemp`): a fixed name could be planted in a shared
+    folder beforehand as a symbolic link, and the write would then go through
+    it to another file of the user's.
+    """
     directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f"{TEMPORARY_PREFIX}{name}")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=directory, prefix=TEMPORARY_PREFIX, suffix=f"-{name}"
+    )
+    os.close(descriptor)
+    return temporary
 
 
 def atomic_write_text(path, text):
@@ -137,6 +167,7 @@ def save_model(model, path):
     temporary = temporary_path(path)
     try:
         model.save(temporary)
+        os.chmod(temporary, 0o666 & ~umask())  # mkstemp's file is 0600.
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -121,6 +121,27 @@ def flat_labels(labels, num_classes):
     return ops.cast(labels, "int32")
 
 
+def check_host_labels(values, num_classes):
+    """The checks of `checked_labels` (dtype, shape, values) on a NumPy array,
+    raising the same `ValueError`s before any step runs."""
+    import numpy as np
+
+    values = np.asarray(values)
+    if values.dtype.kind in "USOb":
+        kind = "bool" if values.dtype.kind == "b" else "string"
+        raise ValueError(f"{expected(num_classes)}; received {kind} labels.")
+    shape = values.shape
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)):
+        hint = ""
+        if len(shape) == 2 and shape[-1] == num_classes:
+            hint = " (one-hot? pass the class ids: argmax over the last axis)"
+        raise ValueError(
+            f"{expected(num_classes)}, one per example (shape [batch]); received "
+            f"labels of shape {list(shape)}{hint}."
+        )
+    check_label_values(values, num_classes)
+
+
 def check_label_values(values, num_classes):
     """Raises the `ValueError` of an in-graph check (`checked_labels`) for
     label values given as a NumPy array: a value >= num_classes or not a whole

@@ -4,6 +4,7 @@ import copy
 import inspect
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_dml import losses as dml_losses
@@ -16,7 +17,7 @@ from keras_dml.keras_internals import (
     keras_tensor_producer,
     optimizer_built_for,
 )
-from keras_dml.labels import label_errors
+from keras_dml.labels import check_host_labels, label_errors
 from keras_dml.peer_calls import split_peer_output
 from keras_dml.peer_optimizers import PeerOptimizers
 
@@ -560,22 +561,59 @@ class MutualLearningModel(CohortSteps, keras.Model):
         errors of `fit`."""
         return self._run(super().evaluate, args, kwargs)
 
-    def train_on_batch(self, *args, **kwargs):
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self._check_arrays(x, y)
         with label_errors():
-            return super().train_on_batch(*args, **kwargs)
+            return super().train_on_batch(x, y, *args, **kwargs)
 
-    def test_on_batch(self, *args, **kwargs):
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        self._check_arrays(x, y)
         with label_errors():
-            return super().test_on_batch(*args, **kwargs)
+            return super().test_on_batch(x, y, *args, **kwargs)
 
     def _run(self, method, args, kwargs):
-        bound = inspect.signature(method).bind(*args, **kwargs)
+        # Keras's own signature: the JAX steps wrap `evaluate` as
+        # (*args, **kwargs), whose binding would name no argument.
+        signature = inspect.signature(getattr(keras.Model, method.__name__))
+        bound = signature.bind(self, *args, **kwargs)
+        given = bound.arguments
+        self._check_arrays(given.get("x"), given.get("y"))
+        validation = given.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self._check_arrays(validation[0], validation[1], "validation_data")
         verbose = bound.arguments.get("verbose", "auto")
         bound.arguments["callbacks"] = with_cohort_callbacks(
             self, bound.arguments.get("callbacks"), verbose
         )
         with label_errors():
-            return method(*bound.args, **bound.kwargs)
+            return method(*bound.args[1:], **bound.kwargs)
+
+    def _check_arrays(self, x, y, where=""):
+        """Checks NumPy inputs on the host, before Keras's step loop starts.
+
+        On JAX an in-step check comes too late: Keras's JAX trainer has taken
+        the model's state into the step, and an error there leaves the model
+        unusable; a label out of range would otherwise train to NaN. Checking
+        here gives the same error on every backend and leaves the model as it
+        was. Datasets and generators are checked inside the step
+        (`keras_dml.labels.checked_labels`), on TensorFlow.
+        """
+        prefix = f"{where}: " if where else ""
+        if isinstance(x, np.ndarray) and x.dtype.kind in "fc":
+            finite = np.isfinite(x)
+            if not finite.all():
+                bad = int(x.size - np.count_nonzero(finite))
+                first = np.unravel_index(int(np.argmin(finite.reshape(-1))), x.shape)
+                raise ValueError(
+                    f"{prefix}the inputs hold {bad} NaN or infinite value(s) (the "
+                    f"first at index {tuple(int(i) for i in first)}); training on "
+                    "them would make the weights NaN. Expected finite numbers."
+                )
+        if isinstance(y, np.ndarray) and self.num_classes is not None:
+            try:
+                check_host_labels(y, self.num_classes)
+            except ValueError as error:
+                raise ValueError(f"{prefix}{error}") from None
 
     def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
         """`keras.Model.export`: a SavedModel whose `serve` endpoint takes the

@@ -136,10 +136,11 @@ def run(main):
     naming the script, and exit code 1."""
     from absl import app
 
+    from keras_dml.training.lock import RunFolderInUse
     from keras_dml.training.loop import TrainingDiverged
 
     script = os.path.basename(sys.argv[0])
-    expected = (app.UsageError, ValueError, OSError, TrainingDiverged)
+    expected = (app.UsageError, ValueError, OSError, TrainingDiverged, RunFolderInUse)
     # A warning is a note to the user: one line, without Python's source line.
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 

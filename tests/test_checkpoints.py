@@ -127,6 +127,67 @@ def test_a_kill_between_a_checkpoint_and_its_record_redoes_that_epoch(tmp_path):
     assert epoch == 1 and [r["epoch"] for r in checkpoint.history] == [1]
 
 
+def _replace_member(path, member, content):
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members[member] = content
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other_architecture"])
+def test_a_newest_checkpoint_that_does_not_load_falls_back_to_the_previous(
+    tmp_path, damage
+):
+    # Whole as a zip archive (its CRCs pass), but its weights are garbage or
+    # another network's: the previous intact epoch is resumed, and named.
+    directory = tmp_path / "checkpoints"
+    weights = _train(directory, 3)
+    newest = directory / "epoch-0003.keras"
+    if damage == "garbage":
+        _replace_member(newest, "model.weights.h5", b"not hdf5" * 64)
+    else:
+        other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
+        other.save(newest)
+    epoch, net, checkpoint, messages = _restore(directory)
+    assert epoch == 2
+    for a, b in zip(net.get_weights(), weights[1]):
+        np.testing.assert_array_equal(a, b)
+    assert [row["epoch"] for row in checkpoint.history] == [1, 2]
+    (message,) = messages
+    assert f"{newest} (epoch 3) does not load into this cohort" in message
+    assert "resuming from epoch 2" in message
+
+
+def test_no_loadable_checkpoint_after_a_failed_load_is_an_error(tmp_path):
+    # A failed load may have set some variables: starting over from them
+    # would not be a fresh start, so the run is refused, naming the file.
+    directory = tmp_path / "checkpoints"
+    _train(directory, 1)
+    _replace_member(directory / "epoch-0001.keras", "model.weights.h5", b"x" * 64)
+    with pytest.raises(ValueError, match="does not load into this cohort") as error:
+        _restore(directory)
+    assert f"Remove {directory}" in str(error.value)
+
+
+@pytest.mark.parametrize("history", ['"x"', "[1, 2]", '[{"loss": 1}]'])
+def test_a_state_file_with_a_malformed_history_falls_back(tmp_path, history):
+    directory = tmp_path / "checkpoints"
+    weights = _train(directory, 2)
+    state = json.loads((directory / "state.json").read_text())
+    text = json.dumps({**state, "history": None}).replace("null", history)
+    (directory / "state.json").write_text(text)
+    epoch, net, checkpoint, messages = _restore(directory)
+    assert epoch == 2
+    for a, b in zip(net.get_weights(), weights[1]):
+        np.testing.assert_array_equal(a, b)
+    assert [row["epoch"] for row in checkpoint.history] == [1, 2]  # history.csv's
+    assert "unreadable checkpoint state" in messages[0] and "history" in messages[0]
+
+
 def test_a_missing_named_checkpoint_is_named(tmp_path):
     directory = tmp_path / "checkpoints"
     _train(directory, 2)
@@ -212,3 +273,48 @@ def test_a_failed_checkpoint_write_names_the_folder_and_the_intact_epoch(
     assert sorted(os.listdir(directory)) == ["epoch-0001.keras", "state.json"]
     monkeypatch.undo()
     assert _restore(directory)[0] == 1
+
+
+def test_nonfinite_weights_with_a_finite_loss_stop_and_are_never_saved(tmp_path):
+    # What --lr=1e30 does on TensorFlow and JAX: ReLU turns NaN into 0, the
+    # loss stays finite (~1e31) and only the weights show the divergence.
+    from keras_dml.callbacks import StopOnNaN
+
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = np.arange(32) % 3
+    net = _model()
+    stop = StopOnNaN()
+    directory = tmp_path / "checkpoints"
+    checkpoint = EpochCheckpoint(str(directory), stop_on_nan=stop)
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                kernel = net.layers[0].kernel
+                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    net.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        verbose=0,
+        callbacks=[Poison(), stop, checkpoint],
+    )
+    assert stop.stopped and (stop.epoch, stop.step) == (2, 4)
+    assert "weights became NaN or infinite during epoch 2" in stop.message()
+    assert "found after its step 4; first: sequential" in stop.message()
+    assert sorted(os.listdir(directory)) == ["epoch-0001.keras", "state.json"]
+
+
+def test_a_checkpoint_holding_nonfinite_weights_is_not_resumed(tmp_path):
+    directory = tmp_path / "checkpoints"
+    weights = _train(directory, 2)
+    poisoned = _model()
+    poisoned.layers[0].kernel.assign(np.full((4, 3), np.inf, "float32"))
+    poisoned.save(directory / "epoch-0002.keras")
+    epoch, net, _, messages = _restore(directory)
+    assert epoch == 1
+    for a, b in zip(net.get_weights(), weights[0]):
+        np.testing.assert_array_equal(a, b)
+    assert "(epoch 2) holds NaN or inf in sequential" in messages[0]

@@ -30,9 +30,9 @@ def _bad_labels():
         "one_hot": (
             keras.utils.to_categorical(y, NUM_CLASSES),
             rf"{EXPECTED}, one per example .*"
-            r"received labels of shape \[16, 4\] \(one-hot",
+            r"received labels of shape \[\d+, 4\] \(one-hot",
         ),
-        "matrix": (np.stack([y, y], axis=1), r"received labels of shape \[16, 2\]"),
+        "matrix": (np.stack([y, y], axis=1), r"received labels of shape \[\d+, 2\]"),
         "fraction": (fraction, f"{EXPECTED}; received 1.5$"),
         "nan": (np.full(32, np.nan, "float32"), f"{EXPECTED}; received nan$"),
     }
@@ -54,10 +54,11 @@ def test_evaluate_and_train_on_batch_refuse_bad_labels(case):
     model = _cohort()
     with pytest.raises(ValueError, match=message):
         model.evaluate(x, labels, batch_size=16, verbose=0)
-    with pytest.raises(ValueError, match=message.replace("16", "32")):
+    with pytest.raises(ValueError, match=message):
         model.train_on_batch(x, labels)
 
 
+@pytest.mark.tensorflow_only  # In-step checks: TensorFlow's graph assertions.
 def test_a_dataset_with_a_bad_label_fails_at_that_batch():
     import tensorflow as tf
 
@@ -85,3 +86,34 @@ def test_string_labels_are_refused():
     x, y = data(8)
     with pytest.raises(ValueError, match=f"{EXPECTED}; received string labels"):
         _cohort().train_on_batch(x, y.astype(str))
+
+
+@pytest.mark.parametrize("case", ["too_large", "fraction", "nan"])
+def test_array_labels_are_checked_before_the_first_step_and_the_model_stays_usable(
+    case,
+):
+    # On JAX an error inside a step leaves Keras's trainer holding the model's
+    # state (the model is unusable after it) and a label out of range trains
+    # silently to NaN: NumPy labels are checked on the host, on every backend.
+    labels, message = _bad_labels()[case]
+    x, y = data(32)
+    model = _cohort()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, labels, batch_size=16, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=f"validation_data: {message}"):
+        model.fit(x, y, validation_data=(x, labels), batch_size=16, verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # Still trains.
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_inputs_with_nan_or_inf_are_refused_before_training():
+    x, y = data(32)
+    x[5, 2] = np.nan
+    x[9, 0] = np.inf
+    model = _cohort()
+    message = r"hold 2 NaN or infinite value\(s\) \(the first at index \(5, 2\)\)"
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)

@@ -1,7 +1,7 @@
 """`scripts/train.py` on two real worker processes (127.0.0.1): stopped after
-one epoch and resumed by two new workers from the chief's checkpoint, they
-end with the logged losses (and, to 1e-3, the weights) of one uninterrupted
-process on the same global batches."""
+one epoch and resumed by two new workers from the chief's checkpoint (CIFAR),
+or trained straight (Market-1501), they end with the logged losses (and, to
+1e-3, the weights) of one uninterrupted process on the same global batches."""
 
 import csv
 import json
@@ -88,9 +88,12 @@ def test_two_workers_match_one_process_and_resume(tmp_path, dataset):
     assert result.returncode == 0, result.stderr[-3000:]
 
     shared = tmp_path / "shared"
-    _run_workers([*flags, f"--model_dir={shared}", "--strategy=multi_worker"], "1")
-    state = json.loads((shared / "checkpoints" / "state.json").read_text())
-    assert state["epoch"] == 1
+    if dataset == "cifar100":
+        _run_workers([*flags, f"--model_dir={shared}", "--strategy=multi_worker"], "1")
+        state = json.loads((shared / "checkpoints" / "state.json").read_text())
+        assert state["epoch"] == 1
+    # Market-1501 trains both epochs at once: its resume across workers is the
+    # CIFAR case's code, and its two extra worker processes cost a minute.
     _run_workers([*flags, f"--model_dir={shared}", "--strategy=multi_worker"], "2")
 
     # The forward passes are the same: every logged loss agrees (the

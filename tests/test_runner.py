@@ -368,6 +368,7 @@ def test_a_second_process_on_a_run_folder_is_refused_at_once(tmp_path):
             f"{folder} is in use by another run (process {os.getpid()}" in result.stderr
         )
         assert time.perf_counter() - started < 60
+        assert "Traceback" not in result.stderr  # One line.
     assert not (folder / "config.json").exists()
 
 

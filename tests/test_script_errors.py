@@ -67,16 +67,35 @@ BAD_KERAS_FILES = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", sorted(BAD_KERAS_FILES))
-@pytest.mark.parametrize("script", ["export_peers.py", "evaluate_reid.py"])
-def test_an_unreadable_keras_file_is_named(tmp_path, cohort_file, kind, script):
+def _bad_keras_file(tmp_path, cohort_file, kind):
     content = BAD_KERAS_FILES[kind]
     if content is None:
         data = open(cohort_file, "rb").read()
         content = data[: len(data) // 2]
     bad = tmp_path / "cohort.keras"
     bad.write_bytes(content)
+    return bad
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_KERAS_FILES))
+def test_an_unreadable_keras_file_is_named_by_the_loader(tmp_path, cohort_file, kind):
+    # What both scripts load with; the test below runs each script once.
+    from keras_dml.saving import load_keras_file
+
+    bad = _bad_keras_file(tmp_path, cohort_file, kind)
+    with pytest.raises(ValueError) as error:
+        load_keras_file(str(bad), "--model")
+    line = str(error.value)
+    assert line.startswith(f"--model={bad} is not a readable .keras file")
+    assert "File not found" not in line and "\n" not in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, kind", [("export_peers.py", "truncated"), ("evaluate_reid.py", "random")]
+)
+def test_an_unreadable_keras_file_is_named(tmp_path, cohort_file, kind, script):
+    bad = _bad_keras_file(tmp_path, cohort_file, kind)
     flags = [f"--model={bad}"]
     flags += (
         [f"--export_dir={tmp_path / 'out'}"]

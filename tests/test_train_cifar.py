@@ -191,22 +191,41 @@ def test_nan_keeps_the_last_good_checkpoint_loadable(tmp_path):
     assert all(np.isfinite(w).all() for w in fresh.get_weights())
 
 
+_BAD_SETTINGS = [
+    (
+        {"peers": ("resnet33", "resnet8")},
+        "unknown peer 'resnet33'. Valid names: resnet32",
+    ),
+    ({"peers": ("resnet8",)}, "--peers needs at least 2 names"),
+    ({"lr_milestones": (120, 60)}, "--lr_milestones must be increasing"),
+    ({"lr": 0.0}, "--lr must be > 0"),
+    ({"update": "random"}, "--update must be one of simultaneous, sequential"),
+]
+
+
+@pytest.mark.parametrize("given, message", _BAD_SETTINGS)
+def test_bad_settings_are_named(tmp_path, given, message):
+    # What the script checks (one subprocess below shows how it prints it).
+    from keras_dml.training import config as settings
+
+    base = {"dataset": "cifar100", "smoke_test": True, "model_dir": str(tmp_path)}
+    with pytest.raises(ValueError) as error:
+        settings.resolve({**base, **given})
+    assert message in str(error.value)
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
         (
-            ["--peers=resnet33,resnet8"],
+            ["--peers=resnet33,resnet8", "--lr=0"],
             "unknown peer 'resnet33'. Valid names: resnet32",
         ),
-        (["--peers=resnet8"], "--peers needs at least 2 names"),
+        (["--lr_milestones=60,x"], "--lr_milestones must be integers"),
         (
             ["--data_dir=/nonexistent/cifar.tar.gz"],
             "--data_dir=/nonexistent/cifar.tar.gz does not",
         ),
-        (["--lr_milestones=60,x"], "--lr_milestones must be integers"),
-        (["--lr_milestones=120,60"], "--lr_milestones must be increasing"),
-        (["--lr=0"], "--lr must be > 0"),
-        (["--update=random"], "--update must be one of simultaneous, sequential"),
     ],
 )
 def test_bad_flags_fail_clearly(tmp_path, flags, message):
@@ -219,6 +238,8 @@ def test_bad_flags_fail_clearly(tmp_path, flags, message):
     )
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
+    if "--lr=0" in flags:  # Every bad setting is named at once.
+        assert "--lr must be > 0" in result.stderr
     assert "Traceback" not in result.stderr
 
 

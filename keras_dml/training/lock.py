@@ -7,6 +7,7 @@ never leaves the folder locked. The file also names its holder, for the
 message the second process prints.
 """
 
+import errno
 import fcntl
 import json
 import os
@@ -29,7 +30,20 @@ class RunLock:
         self._file = None
 
     def acquire(self):
-        handle = open(self.path, "a+")
+        try:
+            # O_NOFOLLOW: a symbolic link planted as `.lock` (by anyone who
+            # can write to a shared folder) is refused, never written through.
+            descriptor = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+            )
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise ValueError(
+                    f"{self.path} is a symbolic link; a run folder's files must be "
+                    "its own. Remove the link, or use another --model_dir."
+                ) from None
+            raise
+        handle = os.fdopen(descriptor, "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

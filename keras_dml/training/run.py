@@ -46,6 +46,12 @@ def stored_settings(model_dir):
             stored = json.load(f)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} is unreadable ({error}).") from error
+    if not isinstance(stored, dict):
+        raise ValueError(
+            f"{path} holds {type(stored).__name__} JSON, not a run's settings "
+            "(an object of setting names and values). Use another --model_dir, "
+            "or remove the file to start that run over."
+        )
     if "dataset" not in stored:  # keras_dml 0.1: train_cifar / train_market1501.
         if "image_height" in stored:
             stored["dataset"] = "market1501"
@@ -154,6 +160,7 @@ def prepared_run(config):
         with contextlib.ExitStack() as stack:
             if write_to == config.model_dir:
                 stack.enter_context(RunLock(config.model_dir))
+                files.refuse_links(config.model_dir)
             else:
                 # Another worker's copy of the chief's files: not kept.
                 stack.callback(shutil.rmtree, write_to, ignore_errors=True)
