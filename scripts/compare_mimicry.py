@@ -2,7 +2,7 @@ r"""Independent training vs every built-in mimicry method, in one command.
 
 pip install -e ".[demo]" && python scripts/compare_mimicry.py
 
-Trains the quickstart's two small CNN peers on 300 of scikit-learn's 8x8
+Trains two small CNN peers (cnn_small, cnn_wide) on 300 of scikit-learn's 8x8
 digits (no download) independently and with each online-distillation method
 of keras_dml.mimicry (DML, KDCL-MinLogit, KDCL-Naive, temporal mean teachers,
 codistillation), from the same initial weights and batches, over 5 seeds,

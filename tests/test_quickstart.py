@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from keras_dml.data.digits import load_digits_split
-from keras_dml.training import compare
+from keras_dml.training import compare, quickstart
 from keras_dml.training import config as settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +101,29 @@ def test_variants_are_checked_before_any_run(tmp_path):
 
 def test_train_size_is_a_digits_setting():
     assert settings.resolve({"dataset": "digits", "model_dir": "x"}).train_size == 300
+    # The quickstart's split: 300 to train and 100 held out, from one
+    # stratified split of 400; the validation split that chose its settings
+    # is not tested on.
+    from keras_dml.data import datasets
+
+    config = settings.resolve(
+        {"dataset": "digits", "model_dir": "x", **quickstart.DIGITS_DEFAULTS}
+    )
+
+    data = datasets.get("digits").load(config)
+    assert data.num_train == 300 and data.validation_name == "validation"
+    validation = sum(int(y.shape[0]) for _, y in data.validation)
+    test = sum(int(y.shape[0]) for _, y in data.test_batches)
+    assert (validation, test) == (100, 1397)
+    with pytest.raises(ValueError, match="--validation_size=200"):
+        settings.resolve(
+            {
+                "dataset": "digits",
+                "model_dir": "x",
+                "train_size": 900,
+                "validation_size": 200,
+            }
+        )
     with pytest.raises(ValueError, match="--train_size must be in 10..1000"):
         settings.resolve({"dataset": "digits", "model_dir": "x", "train_size": 5})
     with pytest.raises(ValueError, match="--train_size applies to .*digits only"):
@@ -140,16 +163,19 @@ def test_quickstart_fast_mode_and_resume(tmp_path):
             assert 0.0 <= mean <= 100.0
     assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     # Each run is an ordinary run folder; only seed 0's DML run exports.
+    # The quickstart's peers: two cnn_wide (chosen on validation), told
+    # apart by position.
     assert sorted(os.listdir(tmp_path / "seed0" / "dml" / "export")) == [
-        "cnn_small",
-        "cnn_wide",
         "ensemble",
         "models.config",
+        "peer0_cnn_wide",
+        "peer1_cnn_wide",
     ]
     for run in ("seed0/independent", "seed1/dml", "seed1/independent"):
         assert not (tmp_path / run / "export").exists()
         stored = json.loads((tmp_path / run / "config.json").read_text())
         assert stored["dataset"] == "digits" and stored["train_size"] == 100
+        assert stored["validation_size"] == 100 and stored["lr"] == 3e-3
     # Same seed, same initial weights and batches: the runs differ by kl_weight only.
     independent = json.loads((tmp_path / "seed1/independent/config.json").read_text())
     assert independent["seed"] == 1 and independent["independent"] is True

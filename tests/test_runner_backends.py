@@ -121,7 +121,12 @@ def test_jax_runs_resume_exactly_and_train_as_one_device_on_several(tmp_path):
     batches one device sees. The peers have BatchNorm (its statistics are
     the global batch's), and the test set (1,781 digits) ends in a batch of
     5 that no device split could divide: it is evaluated whole."""
-    flags = ["--dataset=digits", "--train_size=16", "--batch_size=8"]
+    flags = [
+        "--dataset=digits",
+        "--train_size=16",
+        "--validation_size=0",
+        "--batch_size=8",
+    ]
     mirrored, processes = tmp_path / "mirrored", tmp_path / "processes"
     several = [*flags, "--epochs=2", "--noexport"]
     coordinator = f"127.0.0.1:{_free_ports(1)[0]}"

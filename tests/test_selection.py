@@ -39,8 +39,12 @@ def test_the_best_validation_top1_among_candidates_that_fit_wins(tmp_path, monke
     }
     seen = {}
 
-    def fake_run_variants(base, variants, seeds, output_dir, print_fn):
+    def fake_run_variants(base, variants, seeds, output_dir, print_fn, scores):
         seen["variants"] = variants
+        assert scores(_outcome([0.5, 0.25], [1, 1])) == {
+            "a (validation)": 0.5,
+            "b (validation)": 0.25,
+        }
         return {label: [_outcome(*measured[label])] * seeds for label, _ in variants}
 
     monkeypatch.setattr(compare, "run_variants", fake_run_variants)
@@ -82,7 +86,10 @@ def test_real_runs_are_scored_from_their_validation_logs(tmp_path):
         }
     )
     grid = selection.candidates([("cnn_small", "cnn_small")], [1], [1e-3])
-    summary = selection.select(base, grid, 1, str(tmp_path), print_fn=lambda _: None)
+    printed = []
+    summary = selection.select(base, grid, 1, str(tmp_path), print_fn=printed.append)
+    (line,) = printed  # Validation only: the test top-1 is never shown.
+    assert "(validation)" in line and "ensemble" not in line
     (row,) = summary["rows"]
     assert len(row["validation_top1"]) == 2 and len(row["train_top1"]) == 2
     assert all(0 <= v <= 1 for v in row["validation_top1"] + row["train_top1"])

@@ -36,9 +36,12 @@ from keras_dml.data.registry import (
 def _load_digits(config):
     from keras_dml.data.digits import load_digits_split
 
-    train, test = load_digits_split(config.train_size)
+    # `train_size` training images after the validation split, as for MNIST:
+    # both come out of one stratified split, the rest is the test set.
+    held = config.validation_size or 0
+    train, test = load_digits_split(config.train_size + held)
     if config.smoke_test:
-        train = tuple(a[: 2 * config.batch_size] for a in train)
+        train = tuple(a[: 2 * config.batch_size + held] for a in train)
         test = tuple(a[: config.batch_size] for a in test)
     pixels = train[0].astype(np.float32) / 255.0
     # One channel: its own statistics, as the quickstart measured them.
@@ -257,7 +260,8 @@ for _dataset in (
         "digits",
         "classification",
         {
-            # The quickstart's: scikit-learn's bundled 8x8 digits, 300 images.
+            # scikit-learn's bundled 8x8 digits, 300 training images (the
+            # quickstart adds its validation split and chosen settings).
             "peers": ("cnn_small", "cnn_wide"),
             "epochs": 30,
             "batch_size": 32,

@@ -27,14 +27,14 @@ def small_cnn(filters, num_classes=10, input_shape=(8, 8, 1), name=None):
 
 
 def cnn_small(num_classes=10, input_shape=(8, 8, 1), **kwargs):
-    """16 and 32 filters (the quickstart's smaller peer)."""
+    """16 and 32 filters (the smaller of the digits' default peers)."""
     return small_cnn(
         (16, 32), num_classes, input_shape, name=kwargs.pop("name", "cnn_small")
     )
 
 
 def cnn_wide(num_classes=10, input_shape=(8, 8, 1), **kwargs):
-    """32 and 64 filters (the quickstart's wider peer)."""
+    """32 and 64 filters (the quickstart's peers, chosen on validation)."""
     return small_cnn(
         (32, 64), num_classes, input_shape, name=kwargs.pop("name", "cnn_wide")
     )

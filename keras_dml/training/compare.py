@@ -76,7 +76,7 @@ def comparison_base(flag_values, defaults, per_run, script, output_dir):
     return settings.resolve({**given, "model_dir": output_dir})
 
 
-def run_variants(base, variants, seeds, output_dir, print_fn=print):
+def run_variants(base, variants, seeds, output_dir, print_fn=print, scores=None):
     """Runs every variant for seeds 0..seeds-1.
 
     Only seed 0's runs export their peers (when their settings say so): the
@@ -89,6 +89,8 @@ def run_variants(base, variants, seeds, output_dir, print_fn=print):
             baseline the others are compared with.
         seeds: how many seeds.
         output_dir: the parent of every run's folder.
+        scores: `results -> {name: top-1}` printed after each run; defaults
+            to the test top-1 (`named_scores`).
 
     Returns:
         `{label: [results of seed 0, seed 1, ...]}`, each the dict `run`
@@ -114,7 +116,7 @@ def run_variants(base, variants, seeds, output_dir, print_fn=print):
                 f"seed {seed} {label:>12}: "
                 + ", ".join(
                     f"{name} {100 * value:.2f}%"
-                    for name, value in named_scores(outcome).items()
+                    for name, value in (scores or named_scores)(outcome).items()
                 )
             )
     return results

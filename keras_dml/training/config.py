@@ -571,10 +571,16 @@ def validate(config):
         if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
             problems.append(f"--{name} must be >= 1. Received: {getattr(config, name)}")
     if config.dataset == "digits":
-        if not (isinstance(config.train_size, int) and 10 <= config.train_size <= 1000):
+        held = config.validation_size if isinstance(config.validation_size, int) else 0
+        if not (
+            isinstance(config.train_size, int)
+            and config.train_size >= 10
+            and config.train_size + held <= 1000
+        ):
             problems.append(
-                "--train_size must be in 10..1000 (the rest of the 1,797 digits "
-                f"are the test set). Received: {config.train_size}"
+                "--train_size must be in 10..1000, with --validation_size, together "
+                "(the rest of the 1,797 digits are the test set). Received: "
+                f"--train_size={config.train_size}, --validation_size={held}"
             )
     elif config.train_size is not None and config.dataset in datasets.NAMES:
         # A dataset that can take a subset says so with a default.

@@ -11,6 +11,28 @@ import time
 
 from keras_dml.training import compare
 
+# On the digits, the quickstart holds 100 images out of the training set for
+# validation (300 train, the other 1,397 are the test set): the split on
+# which scripts/choose_settings.py chose its peers and schedule.
+DIGITS_SPLIT = {"train_size": 300, "validation_size": 100}
+# What scripts/choose_settings.py chose on that split, 2026-12-01 (README "The
+# quickstart: what it measured"): among 2 cohorts x {30, 60} epochs x Adam
+# {1e-3, 3e-3}, the only candidate whose independent peers fit their
+# training set (>= 99% training top-1), and the best on validation.
+DIGITS_DEFAULTS = {
+    **DIGITS_SPLIT,
+    "peers": ("cnn_wide", "cnn_wide"),
+    "epochs": 60,
+    "lr": 3e-3,
+}
+
+
+def digits_defaults(dataset, chosen):
+    """`chosen` when `dataset` (the --dataset given, or None) is the digits,
+    else {}: on another dataset its own defaults apply."""
+    return dict(chosen) if dataset in (None, "digits") else {}
+
+
 # The baseline first: the table's differences are DML - independent. Only the
 # DML runs export (seed 0's).
 VARIANTS = (

@@ -61,6 +61,18 @@ def score(runs):
     return validation, training
 
 
+def _validation_scores(outcome):
+    """What is printed after each run: validation top-1, never the test's."""
+    names = outcome["peer_names"]
+    unique = len(set(names)) == len(names)
+    return {
+        f"{name if unique else f'{name} (peer{i})'} (validation)": _last(
+            outcome, f"val_peer{i}_accuracy"
+        )
+        for i, name in enumerate(names)
+    }
+
+
 def select(base, grid, seeds, output_dir, fit_threshold=0.99, print_fn=print):
     """Trains every candidate of `grid` and chooses one.
 
@@ -83,7 +95,9 @@ def select(base, grid, seeds, output_dir, fit_threshold=0.99, print_fn=print):
             "set: give --validation_size > 0."
         )
     started = time.time()
-    results = compare.run_variants(base, grid, seeds, output_dir, print_fn)
+    results = compare.run_variants(
+        base, grid, seeds, output_dir, print_fn, scores=_validation_scores
+    )
     rows = []
     for label, changes in grid:
         validation, training = score(results[label])
