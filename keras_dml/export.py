@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from keras_dml.data.normalization import check_normalization, for_channels, normalize
-from keras_dml.files import atomic_write_text, umask
+from keras_dml.files import atomic_write_text, remove_stale_temporaries, umask
 from keras_dml.mimicry import TemporalMean, name_of
 from keras_dml.mutual_learning import MutualLearningModel, split_peer_output
 
@@ -321,6 +321,9 @@ def export_peers(
             for members, name, ensemble in jobs:
                 parent = os.path.dirname(targets[name])
                 os.makedirs(parent, exist_ok=True)
+                # What a killed export left (its `.tmp-<version>-*` staging
+                # folders): TF Serving ignores them, but they hold a model each.
+                remove_stale_temporaries(parent, depth=1)
                 staged[name] = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=parent)
                 archive = _archive(members, shape, mean, std, ensemble)
                 _write_out(archive, staged[name])

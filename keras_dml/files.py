@@ -175,11 +175,16 @@ def save_model(model, path):
         raise
 
 
-def remove_stale_temporaries(folder):
+def remove_stale_temporaries(folder, depth=None):
     """Removes the temporary files and folders a killed run left in `folder`
-    and its subfolders (checkpoints, export versions). Returns their paths."""
+    and its subfolders (checkpoints, export versions), `depth` levels down
+    (1: `folder` itself; None: all). Returns their paths."""
     removed = []
+    top = os.path.abspath(folder).rstrip(os.sep).count(os.sep)
     for root, dirs, files in os.walk(folder):
+        if depth is not None and os.path.abspath(root).count(os.sep) - top >= depth:
+            dirs[:] = []
+            continue
         for name in list(dirs) + files:
             stale = (
                 name.startswith(_STALE_PREFIXES)

@@ -118,6 +118,38 @@ def test_pickle_with_wrong_content(tmp_path, splits):
         read_cifar100(folder, "test")
 
 
+def test_a_python3_protocol_2_pickle_reads(tmp_path, splits):
+    # Python 3 writes bytes into a protocol-2 pickle as _codecs.encode(text,
+    # "latin1"): that call is allowed, with that codec only.
+    folder = write_cifar_folder(tmp_path, "python", splits)
+    want = read_cifar100(folder, "test")
+    with open(os.path.join(folder, "test"), "rb") as f:
+        content = pickle.load(f, encoding="bytes")
+    with open(os.path.join(folder, "test"), "wb") as f:
+        f.write(pickle.dumps(content, protocol=2))
+    assert b"_codecs" in open(os.path.join(folder, "test"), "rb").read()
+    got = read_cifar100(folder, "test")
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+class _EncodesWith:
+    def __reduce__(self):
+        import _codecs
+
+        return (_codecs.encode, ("eJzLSM3JyQcABiwCFQ==", "base64"))
+
+
+def test_codecs_encode_with_another_codec_is_refused(tmp_path, splits):
+    folder = write_cifar_folder(tmp_path, "python", splits)
+    with open(os.path.join(folder, "train"), "wb") as f:
+        f.write(pickle.dumps({b"data": _EncodesWith()}, protocol=2))
+    with pytest.raises(
+        ValueError, match=r"train: refused .*_codecs.encode with 'base64'"
+    ):
+        read_cifar100(folder, "train")
+
+
 class _RunsACommand:
     def __init__(self, marker):
         self.marker = marker

@@ -303,6 +303,15 @@ def test_existing_version_is_not_overwritten_silently(tmp_path):
     assert sorted(os.listdir(tmp_path / "a")) == ["1"]  # No temporary folders left.
 
 
+def test_a_killed_exports_staging_folders_are_removed_by_the_next(tmp_path):
+    model = keras_dml.MutualLearningModel([_reid_peer("a"), _reid_peer("b")])
+    stale = tmp_path / "a" / ".tmp-1-k2j3"
+    (stale / "variables").mkdir(parents=True)
+    (stale / "saved_model.pb").write_bytes(b"half")
+    export_peers(model, tmp_path, preprocessing="imagenet")
+    assert sorted(os.listdir(tmp_path / "a")) == ["1"]
+
+
 def test_failed_export_leaves_no_version_folder(tmp_path, monkeypatch):
     model = keras_dml.MutualLearningModel([_reid_peer("a"), _reid_peer("b")])
     calls = []

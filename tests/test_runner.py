@@ -290,8 +290,36 @@ def test_folder_errors_name_the_path(tmp_path):
     empty = tmp_path / "empty"
     for split in ("train", "test"):
         (empty / split / "a").mkdir(parents=True)
-    with pytest.raises(ValueError, match=f"no train images in {empty / 'train'}"):
+    with pytest.raises(ValueError, match=f"{empty / 'train' / 'a'} holds no image"):
         _smoke(tmp_path, dataset="folder", data_dir=str(empty), batch_size=2)
+
+
+def test_image_folders_are_listed_as_keras_lists_them(tmp_path):
+    from keras_dml.data import folders
+
+    root = _images_folder(tmp_path / "images", {"train": 2, "test": 1})
+    # Nested images count (image_dataset_from_directory finds them); a
+    # folder named like an image does not.
+    nested = root / "train" / "cat" / "more"
+    nested.mkdir()
+    (root / "train" / "cat" / "0.jpg").rename(nested / "9.jpg")
+    (root / "train" / "dog" / "dir_named.jpg").mkdir()
+    split = folders.read_image_folders(root, "train")
+    assert [os.path.relpath(p, root) for p in split.paths] == [
+        "train/cat/1.png",
+        "train/cat/more/9.jpg",
+        "train/dog/0.jpg",
+        "train/dog/1.png",
+    ]
+    # An empty class folder in test/ is named (the docstring always said so).
+    (root / "test" / "dog" / "0.jpg").unlink()
+    with pytest.raises(ValueError, match=f"{root / 'test' / 'dog'} holds no image"):
+        folders.read_image_folders(root, "test")
+    # A file name that is not UTF-8 is named, not a TensorFlow traceback.
+    bad = os.fsencode(root / "test" / "dog") + b"/caf\xe9.jpg"
+    open(bad, "wb").write((root / "train" / "dog" / "0.jpg").read_bytes())
+    with pytest.raises(ValueError, match=r"b'caf\\xe9.jpg' is not valid UTF-8"):
+        folders.read_image_folders(root, "test")
 
 
 @pytest.mark.slow

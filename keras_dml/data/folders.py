@@ -4,8 +4,9 @@ epochs like every other dataset here.
 
 Class names are the sorted folder names of `train/`, mapped to 0..C-1 (as
 `image_dataset_from_directory` does); `test/` must have the same classes.
-Files are listed in sorted order. A file that is not a whole JPEG or PNG stops
-the pipeline with an error naming it.
+Files are listed in sorted order, in subfolders too (as Keras finds them).
+A class folder without images, a file name that is not UTF-8, or a file that
+is not a whole JPEG or PNG is an error naming it.
 """
 
 import os
@@ -74,18 +75,39 @@ def read_image_folders(root, split):
     paths, labels = [], []
     for label, name in enumerate(classes):
         folder = os.path.join(directory, name)
-        files = sorted(
-            f
-            for f in os.listdir(folder)
-            if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")
-        )
-        paths += [os.path.join(folder, f) for f in files]
+        files = _images_under(folder)
+        if not files:
+            raise ValueError(
+                f"{folder} holds no image (looked for {', '.join(IMAGE_SUFFIXES)}, "
+                "in it and its subfolders): every class needs images in both splits."
+            )
+        paths += files
         labels += [label] * len(files)
-    if not paths:
-        raise ValueError(
-            f"no {split} images in {directory} (looked for {', '.join(IMAGE_SUFFIXES)})"
-        )
     return ImageFolderSplit(paths, np.asarray(labels, np.int64), classes)
+
+
+def _images_under(folder):
+    """The image files in `folder` and its subfolders, as
+    `image_dataset_from_directory` finds them (links not followed), sorted;
+    a folder whose name ends in .jpg is not an image."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            path = os.path.join(root, name)
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{os.fsencode(root).decode('utf-8', 'replace')}: the file name "
+                    f"{os.fsencode(name)!r} is not valid UTF-8, which TensorFlow's "
+                    "file reading needs; rename it."
+                ) from None
+            if os.path.isfile(path):
+                found.append(path)
+    return found
 
 
 def _check_png(contents, path):

@@ -19,7 +19,27 @@ def _numpy_reconstruct():
     return core.multiarray._reconstruct
 
 
+def _latin1_encode():
+    # Python 3 writes a bytes object into a protocol-2 pickle as
+    # `_codecs.encode(text, "latin1")`. Only that codec is allowed: another
+    # could be asked to decompress or transform arbitrary data.
+    def encode(text, encoding="utf-8", errors="strict"):
+        if (
+            not isinstance(text, str)
+            or encoding not in ("latin1", "latin-1")
+            or errors != "strict"
+        ):
+            raise _ForbiddenGlobal(
+                f"the file asks to call _codecs.encode with {encoding!r}, which "
+                "no CIFAR file needs"
+            )
+        return text.encode("latin1")
+
+    return encode
+
+
 _ALLOWED = {
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy", "ndarray"): lambda: np.ndarray,
