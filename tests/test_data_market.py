@@ -290,3 +290,30 @@ def test_tfds_builder_without_the_manual_download(tmp_path):
 def test_constants():
     assert market1501.FULL_COUNTS["train"] == (12_936, 751)
     assert market1501.NUM_TRAIN_IDS == 751
+
+
+def test_queries_without_any_gallery_match_stop_the_run_before_training(tmp_path):
+    # Every query's person renamed to one the gallery never shows: the run
+    # would train every epoch and only then fail to evaluate.
+    from data_fixtures import write_market_tree
+
+    from keras_dml.training import config as settings
+    from keras_dml.training.run import run
+
+    root = write_market_tree(tmp_path)
+    query = os.path.join(root, "query")
+    for name in os.listdir(query):
+        if name.endswith(".jpg"):
+            os.rename(os.path.join(query, name), os.path.join(query, "1400" + name[4:]))
+    config = settings.resolve(
+        {
+            "dataset": "market1501",
+            "data_dir": root,
+            "model_dir": str(tmp_path / "run"),
+            "smoke_test": True,
+            "weights": "none",
+        }
+    )
+    with pytest.raises(ValueError, match="none of the .* query images has a match"):
+        run(config)
+    assert not (tmp_path / "run").exists()

@@ -125,8 +125,11 @@ def _load_market(config):
         )
     train = market1501.read_market1501(config.data_dir, "train")
     # Evaluation needs both: an empty one must stop the run before training.
-    for split in ("query", "gallery"):
+    query, gallery = (
         market1501.read_market1501(config.data_dir, split)
+        for split in ("query", "gallery")
+    )
+    market1501.check_queries_have_matches(query, gallery, config.data_dir)
     size = tuple(config.image_size)
     normalization = "imagenet"  # What every re-ID peer takes (models.reid).
 

@@ -241,6 +241,27 @@ def iter_market1501_images(root, split):
 _JPEG_TAIL_BYTES = 1024
 
 
+def check_queries_have_matches(query, gallery, where):
+    """Raises ValueError (before any training) when no query has a valid
+    match: a gallery image of the same person from another camera, what
+    the evaluation ranks. Queries without one are skipped by it, as in the
+    official code; with none at all, every epoch would train for nothing."""
+    cameras = {}
+    for person, camera in zip(gallery.person_ids, gallery.camera_ids):
+        cameras.setdefault(int(person), set()).add(int(camera))
+    valid = sum(
+        bool(cameras.get(int(person), set()) - {int(camera)})
+        for person, camera in zip(query.person_ids, query.camera_ids)
+    )
+    if valid == 0:
+        raise ValueError(
+            f"{where}: none of the {len(query.paths)} query images has a match in "
+            "the gallery (bounding_box_test: the same person id from another "
+            "camera), so nothing could be evaluated; the ids or camera ids in "
+            "the file names are likely wrong."
+        )
+
+
 def check_jpeg(contents, filename):
     """An op that fails, naming the file, unless `contents` starts with the
     JPEG start marker and has the end marker in its last `_JPEG_TAIL_BYTES`
