@@ -196,7 +196,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
             # No (readable) state: the epochs history.csv records are the
             # completed ones. A checkpoint written just before a kill, before
             # its epoch's row, is redone rather than resumed without its row.
-            recorded = max((r["epoch"] for r in history_from_csv(csv_path)), default=0)
+            rows, damage = read_history_csv(csv_path)
+            if damage:
+                self.log(f"warning: {damage}.")
+            recorded = max((r["epoch"] for r in rows), default=0)
             for epoch, name in candidates:
                 if epoch > recorded:
                     self.log(
@@ -351,17 +354,41 @@ def checkpoint_problem(path):
 
 
 def history_from_csv(path):
-    """Epoch logs from a `history.csv` (what `history_csv` writes); [] when it
-    is missing or unreadable."""
+    """Epoch logs from a `history.csv` (what `history_csv` writes): its intact
+    rows, up to the first damaged one; [] when it is missing or unreadable."""
+    return read_history_csv(path)[0]
+
+
+def read_history_csv(path):
+    """`(rows, problem)`: the intact rows of `history.csv` (epochs 1, 2, ...
+    in order, every column a number), up to the first damaged row, and what
+    was wrong after them (None when nothing was)."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-        return [
-            {k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
-            for row in rows
-        ]
-    except (OSError, ValueError, TypeError):
-        return []
+    except FileNotFoundError:
+        return [], None
+    except (OSError, ValueError, csv.Error) as error:
+        return [], f"{path} is unreadable ({error})"
+    kept = []
+    for row in rows:
+        try:
+            if None in row or None in row.values():  # Too many or too few cells.
+                raise ValueError("a row of another length")
+            parsed = {
+                k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v
+            }
+            if parsed.get("epoch") != len(kept) + 1:
+                raise ValueError(f"epoch {parsed.get('epoch')} after {len(kept)}")
+        except (ValueError, TypeError) as error:
+            return kept, (
+                f"{path} is damaged after epoch {len(kept)} ({error}); the rows "
+                f"of epochs 1-{len(kept)} are kept"
+                if kept
+                else f"{path} is damaged from its first row ({error})"
+            )
+        kept.append(parsed)
+    return kept, None
 
 
 def history_csv(history):

@@ -318,3 +318,22 @@ def test_a_checkpoint_holding_nonfinite_weights_is_not_resumed(tmp_path):
     for a, b in zip(net.get_weights(), weights[0]):
         np.testing.assert_array_equal(a, b)
     assert "(epoch 2) holds NaN or inf in sequential" in messages[0]
+
+
+def test_truncated_state_and_history_keep_the_intact_rows_and_say_so(tmp_path):
+    # Both files cut mid-write (a full disk, a crash of the file system): the
+    # intact rows of history.csv are kept, the epoch whose row is damaged is
+    # trained again, and the warning says what was recovered.
+    directory = tmp_path / "checkpoints"
+    _train(directory, 3, keep=3)
+    _truncate(directory / "state.json", 0.3)
+    csv_path = tmp_path / "history.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines[:3] + [lines[3][:5]]))  # Row 3 cut.
+    epoch, _, checkpoint, messages = _restore(directory)
+    assert epoch == 2 and [r["epoch"] for r in checkpoint.history] == [1, 2]
+    assert any(
+        "history.csv is damaged after epoch 2" in m and "epochs 1-2 are kept" in m
+        for m in messages
+    ), messages
+    assert any("epoch-0003.keras (epoch 3) has no record" in m for m in messages)
