@@ -207,6 +207,15 @@ def test_folder_dataset_trains_and_resumes_exactly(tmp_path):
         [r["loss"] for r in results["history"]],
         rtol=1e-6,
     )
+    stored = json.loads((tmp_path / "b" / "run" / "classes.json").read_text())
+    assert stored == ["cat", "dog"]
+    # Renaming a class folder (in both splits) would swap the labels' meaning
+    # on resume: refused, naming the classes; nothing is rewritten.
+    for split in ("train", "test"):
+        (root / split / "cat").rename(root / split / "zebra")
+    with pytest.raises(ValueError, match=r"classes \['cat', 'dog'\] .* \['dog', "):
+        _smoke(tmp_path / "b", **{**given, "epochs": 3})
+    assert json.loads((tmp_path / "b" / "run" / "classes.json").read_text()) == stored
 
 
 @pytest.mark.slow

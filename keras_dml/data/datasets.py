@@ -110,6 +110,7 @@ def _load_folder(config):
         train=make_train,
         validation=validation,
         evaluate=top1(validation),
+        class_names=tuple(train.class_names),
     )
 
 

@@ -41,6 +41,8 @@ class LoadedData:
             augmentation, no shuffle), where the dataset has them: what
             `keras_dml.analysis` measures the training loss on.
         test_batches: the test split as evaluation batches, likewise.
+        class_names: the classes' names in label order, where they come from
+            the data (image folders): a resumed run refuses other names.
     """
 
     num_classes: int
@@ -53,6 +55,7 @@ class LoadedData:
     validation_name: str = "test"
     train_batches: object = None
     test_batches: object = None
+    class_names: tuple = None
 
     def steps_per_epoch(self, batch_size, cap=None):
         full = steps_per_epoch(self.num_train, batch_size)

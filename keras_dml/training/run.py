@@ -30,6 +30,7 @@ from keras_dml.training.devices import make_devices
 from keras_dml.training.lock import RunLock
 
 CONFIG_FILE = "config.json"
+CLASSES_FILE = "classes.json"  # The class names, where the data names them.
 
 
 # ------------------------------------------------------------------ resume
@@ -170,18 +171,53 @@ def prepared_run(config):
             config = config.replace(seed=resolve_seed(config.seed))
             data = datasets.get(config.dataset).load(config)
             _check_against_data(config, data)
+            _check_classes(config.model_dir, data.class_names)
             _check_teacher_file(config.teacher)
             if write_to == config.model_dir:
                 for path in files.remove_stale_temporaries(config.model_dir):
                     print(f"Removed {path}, left by an interrupted run.")
             with loop.writing_outputs(write_to):
                 files.write_json(os.path.join(write_to, CONFIG_FILE), config.asdict())
+                if data.class_names is not None:
+                    files.write_json(
+                        os.path.join(write_to, CLASSES_FILE), list(data.class_names)
+                    )
             created = False  # It holds a run now.
             with _precision_and_seeds(config), devices.running():
                 yield config, devices, write_to, data
     finally:
         if created:
             _remove_if_empty(config.model_dir)
+
+
+def _check_classes(model_dir, class_names):
+    """Refuses to resume a run whose data names other classes: renaming a
+    class folder changes which label each folder gets (labels follow the
+    sorted names), and the checkpoint's logits would silently mean others."""
+    path = os.path.join(model_dir, CLASSES_FILE)
+    if class_names is None or not os.path.exists(path):
+        return
+    if not _completed_an_epoch(model_dir):
+        return  # Nothing trained yet: the corrected data starts it over.
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({error}).") from None
+    if list(stored) != list(class_names):
+        gone = [c for c in stored if c not in class_names]
+        new = [c for c in class_names if c not in stored]
+        detail = (
+            f"not in the data now: {gone}; new: {new}"
+            if gone or new
+            else "the same names in another order"
+        )
+        raise ValueError(
+            f"{model_dir} holds a run trained on the classes {list(stored)} (label "
+            f"order), and the data now has {list(class_names)} ({detail}). Resuming "
+            "would give its labels other meanings: restore the class folders, or "
+            "use another --model_dir."
+        )
 
 
 def _check_against_data(config, data):
