@@ -15,6 +15,7 @@ are. Signatures:
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -61,6 +62,31 @@ def peers_preprocessing(model, default="cifar100"):
             f"The peers name different input normalizations {sorted(names)}"
         )
     return names.pop()
+
+
+def recorded_preprocessing(model_path, record="normalization.json"):
+    """The normalization a run recorded beside its cohort (`model_path` is
+    `<run>/cohort.keras` or `<run>/checkpoints/epoch-N.keras`): a name or a
+    `(mean, std)` pair, or None when there is no record (runs of keras_dml
+    before 0.4, or a cohort saved by hand).
+
+    Raises:
+        ValueError: the record is unreadable.
+    """
+    folder = os.path.dirname(os.path.abspath(model_path))
+    for candidate in (folder, os.path.dirname(folder)):
+        path = os.path.join(candidate, record)
+        if not os.path.exists(path):
+            continue
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+            if "name" in stored:
+                return str(stored["name"])
+            return (tuple(map(float, stored["mean"])), tuple(map(float, stored["std"])))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} is unreadable ({error})") from None
+    return None
 
 
 def folder_names(peers):

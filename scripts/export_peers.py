@@ -23,7 +23,11 @@ from absl import flags, logging  # noqa: E402
 
 import keras_dml  # noqa: E402,F401  (registers the cohort's classes for loading)
 from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
-from keras_dml.export import export_peers, peers_preprocessing  # noqa: E402
+from keras_dml.export import (  # noqa: E402
+    export_peers,
+    peers_preprocessing,
+    recorded_preprocessing,
+)
 from keras_dml.files import ensure_writable_dir, writing  # noqa: E402
 from keras_dml.saving import load_keras_file  # noqa: E402
 
@@ -38,8 +42,9 @@ flags.DEFINE_enum(
     None,
     list(NORMALIZATIONS),
     "The input normalization used in training; the served graph applies it "
-    "(default: the peers' own, e.g. imagenet for the re-ID peers; cifar100 for "
-    "peers that do not name one).",
+    "(default: the one the run recorded in normalization.json beside --model; "
+    "without that record, the peers' own, e.g. imagenet for the re-ID peers, "
+    "else cifar100).",
 )
 flags.DEFINE_bool("include_ensemble", True, "Also export the peers' ensemble.")
 flags.DEFINE_bool("overwrite", False, "Replace existing version folders.")
@@ -58,11 +63,18 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # TF's INFO lines drown the progress.
     model = load_keras_file(FLAGS.model, "--model")
     ensure_writable_dir(FLAGS.export_dir, "--export_dir")
-    try:
-        preprocessing = FLAGS.preprocessing or peers_preprocessing(model)
-    except ValueError as error:
-        raise ValueError(f"{error}; pass --preprocessing.") from None
-    print(f"preprocessing: {preprocessing}")
+    preprocessing = FLAGS.preprocessing or recorded_preprocessing(FLAGS.model)
+    if preprocessing is None:
+        # No run record beside the file: what the peers name, else cifar100.
+        try:
+            preprocessing = peers_preprocessing(model)
+        except ValueError as error:
+            raise ValueError(f"{error}; pass --preprocessing.") from None
+        print(
+            f"warning: no normalization.json beside {FLAGS.model} (a run's record); "
+            f"assuming {preprocessing}. Pass --preprocessing if it was another."
+        )
+    print(f"preprocessing: {_shown(preprocessing)}")
     with writing(FLAGS.export_dir, "No version folder was written."):
         written = export_peers(
             model,
@@ -75,6 +87,13 @@ def main(argv):
         )
     for name, path in written.items():
         print(f"{name}: {path}")
+
+
+def _shown(preprocessing):
+    if isinstance(preprocessing, str):
+        return preprocessing
+    mean, std = preprocessing
+    return f"mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}"
 
 
 if __name__ == "__main__":

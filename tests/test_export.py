@@ -456,3 +456,44 @@ def test_named_normalizations_follow_one_channel_images(tmp_path):
     np.testing.assert_allclose(served, expected, atol=1e-5)
     with pytest.raises(ValueError, match="3 channel means and 3 stds"):
         export_peers(model, str(tmp_path / "cifar"), preprocessing="cifar100")
+
+
+@pytest.mark.parametrize("dataset", ["digits", "cifar10"])
+def test_a_runs_recorded_normalization_is_what_its_export_serves(tmp_path, dataset):
+    # export_peers.py used to serve CIFAR-100's statistics for every cohort
+    # that did not name one: a CIFAR-10 cohort's logits were off by ~0.5 and
+    # a digits cohort (one channel, its own statistics) could not be exported.
+    from keras_dml.training import config as settings
+    from keras_dml.training.run import run
+
+    given = {"dataset": dataset, "model_dir": str(tmp_path / "run"), "smoke_test": True}
+    if dataset == "cifar10":
+        given["peers"] = ("cnn_small", "cnn_small")
+    run(settings.resolve({**given, "export": False, "verbose": 0}))
+    cohort_file = tmp_path / "run" / "cohort.keras"
+    recorded = export_module.recorded_preprocessing(str(cohort_file))
+    assert recorded == export_module.recorded_preprocessing(
+        str(tmp_path / "run" / "checkpoints" / "epoch-0002.keras")
+    )
+    mean, std = (
+        export_module._normalization(recorded)
+        if isinstance(recorded, str)
+        else recorded
+    )
+    if dataset == "cifar10":
+        from keras_dml.data import cifar10
+
+        assert np.allclose(mean, cifar10.MEAN) and np.allclose(std, cifar10.STD)
+    model = keras.saving.load_model(cohort_file)
+    shape = tuple(model.peers[0].inputs[0].shape[1:])
+    export_peers(model, str(tmp_path / "export"), preprocessing=recorded)
+    images = _images(shape)
+    name = export_module.folder_names(model.peers)[0]
+    serve = tf.saved_model.load(str(tmp_path / "export" / name / "1")).signatures[
+        "serving_default"
+    ]
+    served = serve(images=tf.constant(images))["logits"].numpy()
+    normalized = (images.astype("float32") / 255.0 - np.float32(mean)) / np.float32(std)
+    np.testing.assert_allclose(
+        served, model.peers[0].predict(normalized, verbose=0), atol=1e-4
+    )

@@ -31,6 +31,18 @@ from keras_dml.training.lock import RunLock
 
 CONFIG_FILE = "config.json"
 CLASSES_FILE = "classes.json"  # The class names, where the data names them.
+# The input normalization the peers trained with, which an export of the run's
+# cohort applies by default (scripts/export_peers.py).
+NORMALIZATION_FILE = "normalization.json"
+
+
+def normalization_record(preprocessing):
+    """What `normalization.json` holds: `{"name": ...}` or `{"mean": [...],
+    "std": [...]}`."""
+    if isinstance(preprocessing, str):
+        return {"name": preprocessing}
+    mean, std = preprocessing
+    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
 # ------------------------------------------------------------------ resume
@@ -178,6 +190,10 @@ def prepared_run(config):
                     print(f"Removed {path}, left by an interrupted run.")
             with loop.writing_outputs(write_to):
                 files.write_json(os.path.join(write_to, CONFIG_FILE), config.asdict())
+                files.write_json(
+                    os.path.join(write_to, NORMALIZATION_FILE),
+                    normalization_record(data.preprocessing),
+                )
                 if data.class_names is not None:
                     files.write_json(
                         os.path.join(write_to, CLASSES_FILE), list(data.class_names)
