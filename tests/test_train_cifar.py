@@ -57,6 +57,7 @@ def test_smoke_test_writes_every_artifact(tmp_path, archive):
     assert "Final test top-1: peer0" in result.stdout
     for name in (
         "config.json",
+        "normalization.json",  # What export_peers.py serves by default.
         "history.csv",
         "cohort.keras",
         "results.json",
