@@ -497,3 +497,72 @@ def test_a_runs_recorded_normalization_is_what_its_export_serves(tmp_path, datas
     np.testing.assert_allclose(
         served, model.peers[0].predict(normalized, verbose=0), atol=1e-4
     )
+
+
+def _children_running(parent_pid, marker):
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent_pid and marker in command:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_an_export_child_dies_with_its_killed_parent_and_writes_nothing(tmp_path):
+    # Issue 28: on JAX and PyTorch the export ran on in an orphan after its
+    # parent's SIGKILL and replaced a newer run's export minutes later.
+    import signal
+    import time
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    code = (
+        "import keras_dml, sys;"
+        "from keras_dml.export_process import export_in_tensorflow;"
+        "peers = [keras_dml.models.build('cnn_small', 10, (8, 8, 1)) for _ in (0, 1)];"
+        "model = keras_dml.MutualLearningModel(peers);"
+        "export_in_tensorflow(model, sys.argv[1], preprocessing='unit')"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(temporary)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "models")], env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        children = []
+        while not children and time.monotonic() < deadline:
+            children = _children_running(parent.pid, b"keras_dml.export_process")
+            time.sleep(0.05)
+        assert children, "the export child never started"
+        (child,) = children
+        os.kill(child, signal.SIGSTOP)
+        parent.kill()
+        parent.wait()
+        os.kill(child, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # Dead; its new parent (init) reaps it.
+            time.sleep(0.05)
+        assert (
+            not os.path.exists(f"/proc/{child}")
+            or "Z" in open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0]
+        )
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert not (tmp_path / "models").exists() or not any(
+        name.isdigit() for _, dirs, _ in os.walk(tmp_path / "models") for name in dirs
+    )
+    assert not [p for p in temporary.iterdir() if p.name.startswith("keras_dml_export")]
