@@ -12,7 +12,7 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_dml.files import atomic_write_text, save_model, writing
+from keras_dml.files import atomic_write_text, save_model, writing, zip_bomb_problem
 
 STATE_FILE = "state.json"
 
@@ -336,6 +336,9 @@ def checkpoint_problem(path):
     try:
         if path.endswith(".keras"):
             with zipfile.ZipFile(path) as archive:
+                bomb = zip_bomb_problem(archive)  # Before anything is read.
+                if bomb is not None:
+                    return bomb
                 bad = archive.testzip()  # Reads every member, checking its CRC.
                 if bad is not None:
                     return f"corrupt (member {bad} fails its checksum)"

@@ -104,6 +104,38 @@ def refuse_links(folder, flag="--model_dir"):
                 )
 
 
+# A `.keras` archive holds weights, which barely compress (about 1.1:1), and
+# small JSON. A member declaring far more than that is a decompression bomb;
+# a 3 GB member of zeros packs into 3 MB, which Keras would expand on disk.
+_MAX_RATIO = 50
+_SMALL_MEMBER = 1 << 20  # Below 1 MiB any ratio is fine (JSON compresses well).
+
+
+def zip_bomb_problem(archive):
+    """What is wrong with an open `zipfile.ZipFile` whose members declare
+    implausibly more bytes than they take (checked from the directory, before
+    any member is read), or None."""
+    total = 0
+    for info in archive.infolist():
+        total += info.file_size
+        if (
+            info.file_size > _SMALL_MEMBER
+            and info.file_size > _MAX_RATIO * max(info.compress_size, 1)
+        ):
+            return (
+                f"member {info.filename} declares {info.file_size:,} bytes packed "
+                f"into {info.compress_size:,} (a decompression bomb, not model "
+                "weights)"
+            )
+    packed = sum(info.compress_size for info in archive.infolist())
+    if total > _SMALL_MEMBER and total > _MAX_RATIO * max(packed, 1):
+        return (
+            f"its members declare {total:,} bytes packed into {packed:,} (a "
+            "decompression bomb, not model weights)"
+        )
+    return None
+
+
 def umask():
     """The process's file-mode creation mask."""
     mask = os.umask(0)

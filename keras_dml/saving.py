@@ -9,6 +9,8 @@ import zipfile
 
 import keras
 
+from keras_dml.files import zip_bomb_problem
+
 
 def load_keras_file(path, flag="path"):
     """`keras.saving.load_model(path, compile=False)` for a `.keras` file.
@@ -48,6 +50,9 @@ def keras_file_problem(path):
         return "it is empty"
     try:
         with zipfile.ZipFile(path) as archive:
+            bomb = zip_bomb_problem(archive)  # Before testzip reads anything.
+            if bomb is not None:
+                return bomb
             bad = archive.testzip()
             names = set(archive.namelist())
     except zipfile.BadZipFile:

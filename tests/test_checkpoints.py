@@ -337,3 +337,25 @@ def test_truncated_state_and_history_keep_the_intact_rows_and_say_so(tmp_path):
         for m in messages
     ), messages
     assert any("epoch-0003.keras (epoch 3) has no record" in m for m in messages)
+
+
+def test_a_decompression_bomb_is_refused_before_any_member_is_read(tmp_path):
+    import time
+    import zipfile
+
+    from keras_dml.saving import keras_file_problem
+
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"\0" * (64 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    started = time.perf_counter()
+    for problem in (keras_file_problem(str(bomb)), checkpoint_problem(str(bomb))):
+        assert "model.weights.h5 declares 67,108,864 bytes packed into" in problem
+        assert "decompression bomb" in problem
+    assert time.perf_counter() - started < 1
+    # A real checkpoint passes.
+    directory = tmp_path / "checkpoints"
+    _train(directory, 1)
+    assert checkpoint_problem(str(directory / "epoch-0001.keras")) is None

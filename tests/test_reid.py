@@ -103,3 +103,36 @@ def test_bad_arguments():
         reid_mobilenet(751, dropout=1.0)
     with pytest.raises(ValueError, match="`num_classes` must be an integer >= 2"):
         reid_resnet50(1)
+
+
+def test_loading_a_config_that_names_imagenet_weights_never_downloads(
+    tmp_path, monkeypatch
+):
+    import json
+    import zipfile
+
+    from keras.src.utils import file_utils
+
+    peer = reid_mobilenet(10, input_shape=(64, 32, 3))
+    path = tmp_path / "peer.keras"
+    peer.save(path)
+    # A crafted (or hand-edited) file: its config asks for ImageNet weights.
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    config = json.loads(members["config.json"])
+    assert config["config"]["weights"] is None
+    config["config"]["weights"] = "imagenet"
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("loading a saved model tried to download")
+
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    loaded = keras.saving.load_model(path, compile=False)
+    images = np.random.default_rng(0).uniform(size=(2, 64, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        loaded(images)["logits"], peer(images)["logits"], atol=1e-5
+    )

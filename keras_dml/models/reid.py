@@ -190,7 +190,10 @@ class ReIDNet(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Loading never downloads: the weights come from the saved file. A
+        # config naming weights="imagenet" (crafted, or written by hand) would
+        # otherwise fetch from the network while a file loads.
+        return cls(**{**config, "weights": None})
 
 
 def reid_mobilenet(
