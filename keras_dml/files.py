@@ -118,9 +118,8 @@ def zip_bomb_problem(archive):
     total = 0
     for info in archive.infolist():
         total += info.file_size
-        if (
-            info.file_size > _SMALL_MEMBER
-            and info.file_size > _MAX_RATIO * max(info.compress_size, 1)
+        if info.file_size > _SMALL_MEMBER and info.file_size > _MAX_RATIO * max(
+            info.compress_size, 1
         ):
             return (
                 f"member {info.filename} declares {info.file_size:,} bytes packed "

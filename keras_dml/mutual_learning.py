@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dml import kl_ramp
 from keras_dml import losses as dml_losses
 from keras_dml import mimicry as mimicry_methods
 from keras_dml.cohort_metrics import CohortMetrics
@@ -249,6 +250,11 @@ class MutualLearningModel(CohortSteps, keras.Model):
             KL term averages over the K - 1 other peers and the teacher.
             With one peer this is Hinton et al.'s knowledge distillation,
             `CE + kl_weight * T^2 * KL(sg(p_teacher) || p_student)`.
+        kl_ramp_up_steps, kl_burn_in_steps, kl_ramp_shape: a schedule of
+            the mimicry weight over optimizer steps (`keras_dml.kl_ramp`):
+            0 for the first `kl_burn_in_steps`, then rising to `kl_weight`
+            over `kl_ramp_up_steps` ("sigmoid": exp(-5 (1 - u)^2), as mean
+            teacher and ONE; or "linear"). Both 0 (the default): no ramp.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Labels are integer class ids; a label < 0 marks an unlabeled example, which
@@ -282,6 +288,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
         label_smoothing=0.0,
         aux_loss_weight=0.3,
         teacher=None,
+        kl_ramp_up_steps=0,
+        kl_burn_in_steps=0,
+        kl_ramp_shape="sigmoid",
         **kwargs,
     ):
         _check_backend()
@@ -303,6 +312,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
             raise ValueError(
                 f"`update` must be one of {UPDATE_MODES}. Received: update={update!r}"
             )
+        kl_ramp.check(kl_ramp_up_steps, kl_burn_in_steps, kl_ramp_shape)
         mimicry = mimicry_methods.get(mimicry)
         if update == "sequential" and not mimicry.supports_sequential:
             # The reason is known for the built-in copies only; a user's
@@ -331,6 +341,10 @@ class MutualLearningModel(CohortSteps, keras.Model):
         if teacher is not None:
             teacher.trainable = False  # Its weights leave every gradient.
         self.teacher = teacher
+        self.kl_ramp_up_steps = kl_ramp_up_steps
+        self.kl_burn_in_steps = kl_burn_in_steps
+        self.kl_ramp_shape = kl_ramp_shape
+        self._step_kl_factor = None  # Set while a training step is traced.
         self._cohort_metrics = None
         self._compile_args = None
         self._built_input_shape = None
@@ -717,7 +731,11 @@ class MutualLearningModel(CohortSteps, keras.Model):
             )
         ce = ops.divide_no_nan(ce_sum, global_labeled)
         kl = ops.divide_no_nan(terms.kl * num_examples, global_examples)
-        share = dml_losses.combine_terms(ce, kl, self.kl_weight, self.temperature)
+        ramp = self._step_kl_factor
+        if ramp is None:  # Evaluation: the factor at the current step count.
+            ramp = self._kl_factor()
+        kl_weight = self.kl_weight if isinstance(ramp, float) else self.kl_weight * ramp
+        share = dml_losses.combine_terms(ce, kl, kl_weight, self.temperature)
         if regularization is None and self.peers[k].losses:
             regularization = sum(self.peers[k].losses)
         if regularization is not None:
@@ -749,13 +767,28 @@ class MutualLearningModel(CohortSteps, keras.Model):
         # Before the forward pass: a method's state (e.g. averaged weights)
         # advances from the peers as they are before this step.
         self.mimicry.begin_step(self.peers, self.optimizer.iterations)
+        # One ramp factor for the whole step: in the sequential order the
+        # first peer's update advances the step count before the others'.
+        self._step_kl_factor = self._kl_factor()
         # Peer optimizers not built yet (peers that were unbuilt at compile
         # time) build themselves over their peer's variables on first apply.
-        if self.update == "sequential":
-            y, logits, logged = self._sequential_step(x, y)
-        else:
-            y, logits, logged = self._simultaneous_step(x, y)
+        try:
+            if self.update == "sequential":
+                y, logits, logged = self._sequential_step(x, y)
+            else:
+                y, logits, logged = self._simultaneous_step(x, y)
+        finally:
+            self._step_kl_factor = None
         return self._record(y, logits, logged)
+
+    def _kl_factor(self):
+        """The mimicry weight's ramp factor now (`keras_dml.kl_ramp`)."""
+        return kl_ramp.factor(
+            self.optimizer.iterations if self.optimizer is not None else 0,
+            self.kl_ramp_up_steps,
+            self.kl_burn_in_steps,
+            self.kl_ramp_shape,
+        )
 
     def _cohort_objectives(self, x, y):
         """Every peer's training forward pass and objective:
@@ -814,6 +847,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 "teacher": None
                 if self.teacher is None
                 else keras.saving.serialize_keras_object(self.teacher),
+                "kl_ramp_up_steps": self.kl_ramp_up_steps,
+                "kl_burn_in_steps": self.kl_burn_in_steps,
+                "kl_ramp_shape": self.kl_ramp_shape,
             }
         )
         return config

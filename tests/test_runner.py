@@ -450,3 +450,24 @@ def test_several_workers_need_one_seed_and_one_chief():
         with pytest.raises(ValueError, match="--seed is required with 2 workers"):
             devices.check_seed(None)
         devices.check_seed(0)
+
+
+def test_the_kl_ramp_settings_become_steps_of_the_cohort(tmp_path):
+    results = _smoke(
+        tmp_path,
+        dataset="digits",
+        smoke_test=True,
+        kl_ramp_up_epochs=1.0,
+        kl_burn_in_epochs=0.5,
+        kl_ramp_shape="linear",
+        export=False,
+    )
+    assert results["epochs_completed"] == 2
+    cohort = keras.saving.load_model(tmp_path / "run" / "cohort.keras")
+    steps = results["steps_per_epoch"]
+    assert (cohort.kl_ramp_up_steps, cohort.kl_burn_in_steps) == (steps, steps // 2)
+    assert cohort.kl_ramp_shape == "linear"
+    with pytest.raises(ValueError, match="--kl_ramp_up_epochs must be >= 0"):
+        settings.resolve(
+            {"dataset": "digits", "model_dir": "x", "kl_ramp_up_epochs": -1}
+        )

@@ -184,6 +184,29 @@ SETTINGS = (
     _s("kl_weight", 1.0, "Weight of the mimicry (KL) term.", "float", "dml"),
     _s("temperature", 1.0, "Softmax temperature of the mimicry term.", "float", "dml"),
     _s(
+        "kl_ramp_up_epochs",
+        0.0,
+        "Epochs over which the mimicry weight rises from 0 to --kl_weight (after "
+        "--kl_burn_in_epochs); 0: no ramp (keras_dml.kl_ramp).",
+        "float",
+        "dml",
+    ),
+    _s(
+        "kl_burn_in_epochs",
+        0.0,
+        "Epochs at the start that train without mimicry (weight 0).",
+        "float",
+        "dml",
+    ),
+    _s(
+        "kl_ramp_shape",
+        "sigmoid",
+        "Shape of the ramp: sigmoid (exp(-5 (1 - u)^2), mean teacher, ONE) or linear.",
+        "str",
+        "dml",
+        choices=("sigmoid", "linear"),
+    ),
+    _s(
         "mimicry",
         "pairwise",
         "What each peer mimics: each other peer (pairwise, DML), their mean "
@@ -623,7 +646,13 @@ def validate(config):
         value = getattr(config, name)
         if value is None or not (value > 0 and math.isfinite(value)):
             problems.append(f"--{name} must be > 0. Received: {value}")
-    for name in ("momentum", "weight_decay", "kl_weight"):
+    for name in (
+        "momentum",
+        "weight_decay",
+        "kl_weight",
+        "kl_ramp_up_epochs",
+        "kl_burn_in_epochs",
+    ):
         value = getattr(config, name)
         if not (value >= 0 and math.isfinite(value)):
             problems.append(f"--{name} must be >= 0. Received: {value}")
