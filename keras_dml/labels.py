@@ -48,22 +48,13 @@ def checked_labels(labels, num_classes, batch_size=None):
     """
     labels = tf.convert_to_tensor(labels)
     shape = labels.shape
-    if labels.dtype == tf.string or labels.dtype == tf.bool:
-        raise ValueError(
-            f"{expected(num_classes)}; received {labels.dtype.name} labels."
-        )
-    if shape.rank is None or (shape.rank == 2 and shape[-1] == 1):
-        # Unknown rank: Keras retraced the step for several label shapes; the
-        # one-label-per-example check below catches one-hot labels at run time.
+    # Unknown rank (Keras retraced the step for several label shapes) passes
+    # here; the one-label-per-example check below catches one-hot labels at
+    # run time.
+    known = tuple(shape) if shape.rank is not None else (None,)
+    check_form(known, labels.dtype.name, num_classes)
+    if shape.rank != 1:
         labels = tf.reshape(labels, [-1])
-    elif shape.rank != 1:
-        hint = ""
-        if shape.rank == 2 and shape[-1] == num_classes:
-            hint = " (one-hot? pass the class ids: argmax over the last axis)"
-        raise ValueError(
-            f"{expected(num_classes)}, one per example (shape [batch]); received "
-            f"labels of shape {list(shape)}{hint}."
-        )
     if labels.dtype.is_floating:
         whole = tf.logical_and(
             tf.math.is_finite(labels), tf.equal(labels, tf.math.round(labels))
@@ -105,32 +96,18 @@ def flat_labels(labels, num_classes):
     range, whole numbers) are not, for backends without in-graph assertions.
     """
     shape = tuple(labels.shape)
-    dtype = keras.backend.standardize_dtype(labels.dtype)
-    if dtype in ("string", "bool"):
-        raise ValueError(f"{expected(num_classes)}; received {dtype} labels.")
-    if len(shape) == 2 and shape[-1] == 1:
+    check_form(shape, keras.backend.standardize_dtype(labels.dtype), num_classes)
+    if len(shape) == 2:
         labels = ops.reshape(labels, (-1,))
-    elif len(shape) != 1:
-        hint = ""
-        if len(shape) == 2 and shape[-1] == num_classes:
-            hint = " (one-hot? pass the class ids: argmax over the last axis)"
-        raise ValueError(
-            f"{expected(num_classes)}, one per example (shape [batch]); received "
-            f"labels of shape {list(shape)}{hint}."
-        )
     return ops.cast(labels, "int32")
 
 
-def check_host_labels(values, num_classes):
-    """The checks of `checked_labels` (dtype, shape, values) on a NumPy array,
-    raising the same `ValueError`s before any step runs."""
-    import numpy as np
-
-    values = np.asarray(values)
-    if values.dtype.kind in "USOb":
-        kind = "bool" if values.dtype.kind == "b" else "string"
-        raise ValueError(f"{expected(num_classes)}; received {kind} labels.")
-    shape = values.shape
+def check_form(shape, dtype, num_classes):
+    """Raises the `ValueError` for labels whose dtype (a name: "string" and
+    "bool" are refused) or shape (`[batch]` or `[batch, 1]` accepted) cannot
+    be class ids; the shape's rank must be known."""
+    if dtype in ("string", "bool"):
+        raise ValueError(f"{expected(num_classes)}; received {dtype} labels.")
     if not (len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)):
         hint = ""
         if len(shape) == 2 and shape[-1] == num_classes:
@@ -139,6 +116,16 @@ def check_host_labels(values, num_classes):
             f"{expected(num_classes)}, one per example (shape [batch]); received "
             f"labels of shape {list(shape)}{hint}."
         )
+
+
+def check_host_labels(values, num_classes):
+    """The checks of `checked_labels` (dtype, shape, values) on a NumPy array,
+    raising the same `ValueError`s before any step runs."""
+    import numpy as np
+
+    values = np.asarray(values)
+    kind = {"b": "bool", "U": "string", "S": "string", "O": "string"}
+    check_form(values.shape, kind.get(values.dtype.kind), num_classes)
     check_label_values(values, num_classes)
 
 

@@ -117,3 +117,15 @@ def test_inputs_with_nan_or_inf_are_refused_before_training():
     message = r"hold 2 NaN or infinite value\(s\) \(the first at index \(5, 2\)\)"
     with pytest.raises(ValueError, match=message):
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def test_one_hot_labels_from_a_dataset_are_refused_inside_the_step():
+    # Datasets are not checked on the host: the step's own check
+    # (labels.check_form, at trace time) names them on every backend.
+    import tensorflow as tf
+
+    x, y = data(32)
+    one_hot = keras.utils.to_categorical(y, NUM_CLASSES)
+    dataset = tf.data.Dataset.from_tensor_slices((x, one_hot)).batch(8)
+    with pytest.raises(ValueError, match=r"received labels of shape \[\w+, 4\] \(one"):
+        _cohort().fit(dataset, epochs=1, verbose=0)
