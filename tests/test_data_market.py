@@ -224,7 +224,12 @@ def test_a_corrupt_jpeg_is_named(tmp_path, damage):
         list(market1501_dataset(root, "query", batch_size=3))
 
 
-def test_a_jpeg_padded_after_its_end_marker_is_read(tmp_path):
+@pytest.mark.parametrize(
+    "padding",
+    [b"\x00" * 1000, bytes(range(256)) * 400],  # 100 kB of any bytes.
+    ids=["zeros", "long"],
+)
+def test_a_jpeg_padded_after_its_end_marker_is_read(tmp_path, padding):
     root = write_market_tree(tmp_path)
     path = os.path.join(root, "query", market_name(5, 2, 11))
 
@@ -234,7 +239,7 @@ def test_a_jpeg_padded_after_its_end_marker_is_read(tmp_path):
 
     before = images()
     with open(path, "ab") as f:
-        f.write(b"\x00" * 1000)  # Padding some encoders write after the marker.
+        f.write(padding)  # What some encoders write after the marker.
     np.testing.assert_array_equal(images(), before)
 
 

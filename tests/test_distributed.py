@@ -87,3 +87,30 @@ def test_mirrored_matches_one_device_on_the_global_batch(
         np.testing.assert_allclose(
             mirrored_history.history[key], single_history.history[key], rtol=1e-5
         )
+
+
+def test_building_under_a_strategy_reads_no_batch():
+    # Keras builds a model under a strategy from the first batch of an
+    # iterator it then drops; keras_dml builds from the dataset's element
+    # spec, so each epoch opens the input once and nothing is read twice.
+    x, y = data(16, seed=3)
+    opened = []
+
+    def examples():
+        opened.append(True)
+        yield from zip(x, y)
+
+    dataset = tf.data.Dataset.from_generator(
+        examples,
+        output_signature=(
+            tf.TensorSpec(x.shape[1:], tf.float32),
+            tf.TensorSpec((), tf.int32),
+        ),
+    ).batch(8, drop_remainder=True)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    with tf.distribute.MirroredStrategy(devices).scope():
+        model = keras_dml.MutualLearningModel([dense_peer(1), dense_peer(2)])
+        model.compile(keras.optimizers.SGD(0.1))
+    model.fit(dataset, epochs=2, verbose=0)
+    assert len(opened) == 2
+    assert model.optimizer.iterations.numpy() == 4

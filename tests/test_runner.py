@@ -331,6 +331,27 @@ def test_image_folders_are_listed_as_keras_lists_them(tmp_path):
         folders.read_image_folders(root, "test")
 
 
+def test_images_padded_after_their_end_are_read(tmp_path):
+    import tensorflow as tf
+
+    from keras_dml.data import folders
+
+    root = _images_folder(tmp_path / "images", {"train": 2, "test": 1})
+    for name in ("0.jpg", "1.png"):
+        path = str(root / "train" / "cat" / name)
+        contents = open(path, "rb").read()
+        # What some encoders and cameras write after the end marker.
+        padded = contents + bytes(range(256)) * 400
+
+        def decoded(data, path=path):
+            return folders.decode_file(data, path, (8, 8)).numpy()
+
+        np.testing.assert_array_equal(decoded(padded), decoded(contents))
+        # Cut before its end, the same file is named.
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path}: not a"):
+            decoded(contents[: len(contents) - 20] + bytes(range(256)))
+
+
 @pytest.mark.slow
 def test_a_corrupt_image_is_named(tmp_path):
     import tensorflow as tf

@@ -120,17 +120,25 @@ class TensorFlowSteps:
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # A private Keras hook (keras_internals.SYMBOLIC_BUILD_HOOK; a test
-        # checks Keras still calls it so). Keras (3.15) builds from the first
-        # batch of a distributed dataset by all-reducing the whole batch with
-        # strategy.reduce, only to read its shapes. Under
-        # MultiWorkerMirroredStrategy that fails for a nested batch ("Attempt
-        # to convert a value (PerReplica...) to a Tensor"), and it costs a
-        # collective. One local replica's shard has the same structure and
-        # feature shapes.
+        # checks Keras still calls it so). Under a strategy Keras (3.15)
+        # builds from the first batch of the distributed dataset: it starts
+        # the input pipeline and drops the iterator after one batch (a
+        # MirroredStrategy run on CI once died there, in the iterator's
+        # teardown), then all-reduces the whole batch with strategy.reduce
+        # only to read its shapes, which under MultiWorkerMirroredStrategy
+        # fails for a nested batch ("Attempt to convert a value
+        # (PerReplica...) to a Tensor") and costs a collective. The
+        # dataset's element spec has the shapes and dtypes without reading
+        # anything; where it cannot say (a composite element), one local
+        # replica's shard of the first batch does.
         if iterator is not None and explicit_strategy(self) is not None:
-            for _, _, batches in iterator:
-                data_batch = keras.tree.map_structure(self._one_replica, next(batches))
-                break
+            data_batch = _replica_specs(iterator)
+            if data_batch is None:
+                for _, _, batches in iterator:
+                    data_batch = keras.tree.map_structure(
+                        self._one_replica, next(batches)
+                    )
+                    break
             iterator = None
         build = getattr(super(), SYMBOLIC_BUILD_HOOK)
         return build(iterator=iterator, data_batch=data_batch)
@@ -139,3 +147,24 @@ class TensorFlowSteps:
         if isinstance(value, tf.distribute.DistributedValues):
             return self.distribute_strategy.experimental_local_results(value)[0]
         return value
+
+
+def _replica_specs(iterator):
+    """One replica's `tf.TensorSpec`s of the batches `iterator` (a Keras
+    TensorFlow epoch iterator) will give, or None where its dataset's element
+    spec holds anything but tensors."""
+    dataset = getattr(iterator, "_distributed_dataset", None)
+    spec = getattr(dataset, "element_spec", None)
+    if spec is None:
+        return None
+
+    def one_replica(leaf):
+        # A PerReplicaSpec holds one TensorSpec per local replica.
+        replicas = getattr(leaf, "_value_specs", None)
+        leaf = replicas[0] if replicas else leaf
+        return leaf if isinstance(leaf, tf.TensorSpec) else None
+
+    specs = keras.tree.map_structure(one_replica, spec)
+    if any(leaf is None for leaf in keras.tree.flatten(specs)):
+        return None
+    return specs

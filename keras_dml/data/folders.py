@@ -111,10 +111,11 @@ def _images_under(folder):
 
 
 def _check_png(contents, path):
+    # As for JPEG (`check_jpeg`), bytes after the end chunk are allowed.
     length = tf.strings.length(contents)
     head = tf.strings.substr(contents, 0, tf.minimum(length, 8))
-    tail = tf.strings.substr(contents, tf.maximum(length - 8, 0), tf.minimum(length, 8))
-    complete = tf.logical_and(tf.equal(head, _PNG_SIGNATURE), tf.equal(tail, _PNG_END))
+    has_end = tf.size(tf.strings.split(contents, sep=_PNG_END)) > 1
+    complete = tf.logical_and(tf.equal(head, _PNG_SIGNATURE), has_end)
     return tf.debugging.Assert(
         complete,
         [
