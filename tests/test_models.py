@@ -180,3 +180,79 @@ def test_zero_pad_shortcut_is_subsample_and_pad_bit_for_bit(shape, filters, dtyp
         np.testing.assert_array_equal(
             tf.cast(a, "float32").numpy(), tf.cast(b, "float32").numpy()
         )
+
+
+def _perturbed(model, seed=0):
+    # Non-trivial BatchNorm statistics, so that a layer converted with the
+    # wrong weights (or none) changes the outputs.
+    rng = np.random.default_rng(seed)
+    model.set_weights(
+        [
+            (w + rng.uniform(0.0, 0.1, w.shape)).astype(w.dtype)
+            for w in model.get_weights()
+        ]
+    )
+    return model
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: models.resnet8(num_classes=5), (32, 32, 3)),
+        (lambda: models.mobilenet_cifar(num_classes=5, alpha=0.25), (32, 32, 3)),
+        (lambda: models.inception_v1_cifar(num_classes=5), (32, 32, 3)),
+        (lambda: models.cnn_small(num_classes=5, input_shape=(28, 28, 1)), (28, 28, 1)),
+        (lambda: models.reid_mobilenet(5, input_shape=(64, 32, 3)), (64, 32, 3)),
+        (lambda: models.reid_resnet50(5, input_shape=(64, 32, 3)), (64, 32, 3)),
+        (
+            lambda: keras.applications.MobileNet(
+                input_shape=(32, 32, 3), alpha=0.25, weights=None, classes=5
+            ),
+            (32, 32, 3),
+        ),
+    ],
+    ids=[
+        "resnet8",
+        "mobilenet",
+        "inception",
+        "cnn",
+        "reid_mobilenet",
+        "reid_resnet50",
+        "applications",
+    ],
+)
+def test_plain_keras_peer_loads_without_keras_dml(make, shape, tmp_path):
+    import json
+    import zipfile
+
+    peer = _perturbed(make())
+    plain = models.plain_keras(peer)
+    assert type(plain) is keras.Model or type(plain).__name__ == "Functional"
+    assert plain.name == peer.name
+    path = str(tmp_path / "peer0.keras")
+    plain.save(path)
+    # Nothing in the file names keras_dml: any Keras 3 loads it.
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode()
+    assert "keras_dml" not in config and "Fused" not in config
+    json.loads(config)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(1).normal(size=(2, *shape)).astype("float32")
+    expected = peer(x, training=False)
+    for got in (plain(x, training=False), loaded(x, training=False)):
+        assert keras.tree.assert_same_structure(expected, got) is None
+        for u, v in zip(keras.tree.flatten(expected), keras.tree.flatten(got)):
+            np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+def test_plain_keras_refuses_a_subclassed_peer():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    with pytest.raises(ValueError, match="rebuilds a functional model"):
+        models.plain_keras(Subclassed())

@@ -5,6 +5,8 @@ of the CIFAR ResNet, and the re-ID peers (MobileNet, ResNet-50).
 `FusedBatchNormalization` is the BatchNorm layer the peers use (Keras's, on
 TensorFlow's fused kernel); it fits any channels-last peer of your own, and
 `with_fused_batch_norm(model)` puts it into a built functional model.
+`plain_keras(peer)` is a copy of a trained peer made of Keras's own layers,
+which any Keras loads without keras_dml.
 """
 
 from keras_dml.models.batch_norm import (
@@ -13,6 +15,7 @@ from keras_dml.models.batch_norm import (
 )
 from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
 from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
+from keras_dml.models.plain_keras import plain_keras
 from keras_dml.models.reid import ReIDNet, reid_mobilenet, reid_resnet50
 from keras_dml.models.resnet_cifar import (
     ResNetCIFAR,
@@ -117,4 +120,5 @@ __all__ = [
     "resnet110",
     "wide_resnet",
     "with_fused_batch_norm",
+    "plain_keras",
 ]
