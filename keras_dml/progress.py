@@ -1,17 +1,22 @@
-"""A progress bar that fits a terminal for a cohort of any size.
+"""A progress bar that fits the terminal it finds, for a cohort of any size.
 
 Keras's progress bar prints every logged value as `name: value`. A cohort logs
 4 values per peer plus one per metric and per peer and the ensemble, so a
 2-peer run with validation wrote 430+ characters per line; a terminal wraps
-it and the redrawn line scrolls instead of updating. This bar shows the
-loss and the headline metric (the first compiled metric; else each peer's
-loss) as one entry with a value per peer and the ensemble, validation on a
-second line at the end of the epoch. Every value stays in the logs, so the
+it and the redrawn line scrolls instead of updating. This bar shows, in
+Keras's `name: value` format, the loss and the headline metric (the first
+compiled metric; else each peer's loss) with a value per peer, named, and
+the ensemble's, and the same for validation at the end of the epoch. On a
+terminal each line is made to fit its width (`shutil.get_terminal_size`,
+read at every redraw): shorter names, fewer digits, then only the ensemble;
+written to a file or a pipe it prints one line per epoch, whole, and no
+carriage returns, as Keras's bar does. Every value stays in the logs, so the
 history, `history.csv` and TensorBoard keep them all.
 """
 
 import math
 import re
+import shutil
 import sys
 import time
 
@@ -20,12 +25,20 @@ import keras
 from keras_dml.callbacks import is_number
 
 _PEER_KEY = re.compile(r"peer(\d+)_(.+)")
+# Shorter names for narrow terminals.
+_SHORT_NAMES = {
+    "accuracy": "acc",
+    "sparse_categorical_accuracy": "acc",
+    "crossentropy": "xent",
+    "sparse_categorical_crossentropy": "xent",
+    "sparse_top_k_categorical_accuracy": "top_k",
+}
 
 
 def headline_values(logs, metric, prefix=""):
-    """`[peer0, peer1, ..., ensemble]` values of `metric` in `logs` (missing
-    entries left out), for keys `<prefix>peer{i}_<metric>`,
-    `<prefix>ensemble_<metric>`."""
+    """`([(i, peer i's value), ...], ensemble value or None)` of `metric` in
+    `logs`, peers in numeric order (missing entries left out), for keys
+    `<prefix>peer{i}_<metric>`, `<prefix>ensemble_<metric>`."""
     peers = []
     for key, value in logs.items():
         if not key.startswith(prefix):
@@ -33,16 +46,14 @@ def headline_values(logs, metric, prefix=""):
         match = _PEER_KEY.fullmatch(key[len(prefix) :])
         if match and match.group(2) == metric:
             peers.append((int(match.group(1)), value))
-    values = [v for _, v in sorted(peers)]
-    ensemble = logs.get(f"{prefix}ensemble_{metric}")
-    return values, ensemble
+    return sorted(peers), logs.get(f"{prefix}ensemble_{metric}")
 
 
-def _number(value):
+def _number(value, digits=4):
     value = float(value)
-    if value != 0 and abs(value) < 1e-3:
-        return f"{value:.2e}"
-    return f"{value:.4f}"
+    if value != 0 and abs(value) < 10 ** (1 - digits):
+        return f"{value:.{max(digits - 2, 1)}e}"
+    return f"{value:.{digits}f}"
 
 
 def _duration(seconds):
@@ -65,30 +76,38 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
     """Keras's progress bar, compact for a cohort (the default of
     `MutualLearningModel.fit` and `evaluate`).
 
-    Each line shows the loss (summed over peers) and the headline metric with
-    one value per peer, in peer order, then the ensemble's:
+    Each epoch ends with one line: the loss (summed over peers) and the
+    headline metric with one value per peer, in peer order, then the
+    ensemble's, and the same for validation:
 
-        781/781 ━━━━━━━━━━━━ 142s 182ms/step - loss 7.2310 - accuracy 0.3120 ...
-            val_loss 7.0012 - val_accuracy 0.3330 0.3150 ens 0.3520
+        Epoch 1/10
+        781/781 ━━━━━━━━━━━━ 142s 182ms/step - loss: 7.2310 - accuracy: peer0
+        0.3120, peer1 0.2981, ensemble 0.3301 - val_loss: 7.0012 - ...
 
-    (the first line goes on: `... 0.2981 ens 0.3301`).
+    (one line, wrapped here). On a terminal narrower than the line it
+    becomes `acc: p0 0.312, p1 0.298, ens 0.330`, then only the ensemble,
+    then is cut, so that it never wraps.
 
     Pass `keras.callbacks.ProgbarLogger()` in `callbacks` for Keras's own bar
     with every term.
 
     Args:
         metric: the metric to show (its name without `peer{i}_`); None shows
-            the first one the logs have in `peer0_<name>` form other than the
-            loss terms, else each peer's loss.
+            the first one the logs have in `peer{i}_<name>` form other than
+            the loss terms, else each peer's loss.
         width: width of the bar in characters.
+        transient: show the bar only while an epoch runs, on a terminal, and
+            erase it at the epoch's end (nothing in a file): for a caller
+            that prints its own line per epoch, as the scripts do.
     """
 
     _LOSS_TERMS = ("loss", "ce", "kl")
 
-    def __init__(self, metric=None, width=12):
+    def __init__(self, metric=None, width=12, transient=False):
         super().__init__()
         self.metric = metric
         self.width = width
+        self.transient = transient
         # A line is redrawn in place on a terminal or in a notebook; written
         # to a file or pipe, only each epoch's final line is printed.
         self._dynamic = (
@@ -98,6 +117,7 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
         self._last_draw = 0.0
         self._previous_width = 0
         self._in_fit = False
+        self._epoch = None
 
     # Keras calls set_params with {"verbose", "epochs", "steps"}.
     def set_params(self, params):
@@ -111,7 +131,8 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._begin()
-        if self.verbose and self.epochs > 1:
+        self._epoch = epoch
+        if self.verbose and self.epochs > 1 and not self.transient:
             self._write(f"Epoch {epoch + 1}/{self.epochs}\n")
 
     def on_test_begin(self, logs=None):
@@ -158,20 +179,58 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
                 return match.group(2)
         return "loss"
 
-    def _entries(self, logs, prefix):
-        """`name value` texts for the loss and the headline metric."""
+    def _entries(self, logs, prefix, level=0):
+        """`name: value` texts for the loss and the headline metric.
+
+        `level` 0 names everything in full; 1 shortens the names and the
+        numbers; 2 also leaves out the peers, keeping the ensemble's value
+        (each peer's where there is no ensemble)."""
+        digits = 4 if level == 0 else 3
         entries = []
         if f"{prefix}loss" in logs:
-            entries.append(f"{prefix}loss {_number(logs[f'{prefix}loss'])}")
+            entries.append(f"{prefix}loss: {_number(logs[f'{prefix}loss'], digits)}")
         metric = self._headline(logs)
         peers, ensemble = headline_values(logs, metric, prefix)
-        values = [_number(v) for v in peers]
+        peer, ens = ("peer", "ensemble") if level == 0 else ("p", "ens")
+        values = [f"{peer}{i} {_number(v, digits)}" for i, v in peers]
         if ensemble is not None:
-            values.append(f"ens {_number(ensemble)}")
+            if level >= 2:
+                values = []
+            values.append(f"{ens} {_number(ensemble, digits)}")
         if values:
-            name = f"{prefix}{metric}" if metric != "loss" else f"{prefix}peer loss"
-            entries.append(f"{name} {' '.join(values)}")
+            name = "peer_loss" if metric == "loss" else metric
+            if level:
+                name = _SHORT_NAMES.get(name, name)
+            entries.append(f"{prefix}{name}: {', '.join(values)}")
         return entries
+
+    def _line(self, head, logs, final, columns):
+        """The text, made to fit `columns` characters a line (None: one line
+        of any length). On a terminal too narrow for the epoch's final line,
+        validation goes on a second line."""
+        for level in range(3):
+            entries = self._entries(logs, "", level)
+            if final:
+                entries += self._entries(logs, "val_", level)
+            line = " - ".join([head, *entries])
+            if columns is None or len(line) <= columns:
+                return line
+        validation = self._entries(logs, "val_") if final else []
+        if not validation:
+            return self._fit(head, logs, "", columns)
+        indent = " " * min(len(head.split()[0]) + 1, 10)
+        return (
+            self._fit(head + " - ", logs, "", columns)
+            + "\n"
+            + self._fit(indent, logs, "val_", columns)
+        )
+
+    def _fit(self, start, logs, prefix, columns):
+        for level in range(3):
+            line = start + " - ".join(self._entries(logs, prefix, level))
+            if len(line) <= columns:
+                return line
+        return line[: columns - 1] + "…"
 
     def _draw(self, current, logs, final):
         if not self.verbose or self._start is None:
@@ -194,9 +253,16 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
         else:
             count = f"{current}/Unknown"
         per_step = elapsed / max(current, 1)
+        redraw = self._dynamic and self.verbose == 1
+        columns = None
+        if redraw:
+            # One column spare: some terminals wrap a line that fills the width.
+            columns = max(shutil.get_terminal_size((80, 24)).columns - 1, 20)
         if self.verbose == 1:
-            filled = int(self.width * current / target) if target else 0
-            bar = "━" * filled + "─" * (self.width - filled) if target else ""
+            # A shorter bar on a narrow terminal leaves room for the values.
+            width = self.width if columns is None else min(self.width, columns // 10)
+            filled = int(width * current / target) if target else 0
+            bar = "━" * filled + "─" * (width - filled) if target else ""
             timing = (
                 f"{_duration(elapsed)} {_per_step(per_step)}"
                 if final or not target
@@ -205,18 +271,24 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
             head = f"{count} {bar} {timing}".replace("  ", " ")
         else:
             head = f"{count} - {_duration(elapsed)} {_per_step(per_step)}"
-        line = " - ".join([head] + self._entries(logs, ""))
-        text = line
-        if self._dynamic and self.verbose == 1:
-            text = "\r" + line + " " * max(0, self._previous_width - len(line))
-            self._previous_width = len(line)
-        elif not final:
+        if self.transient and self._epoch is not None and self.epochs > 1:
+            head = f"Epoch {self._epoch + 1}/{self.epochs} {head}"
+        if self.transient and (final or not redraw):
+            if redraw and self._previous_width:
+                self._write("\r" + " " * self._previous_width + "\r")
+            self._previous_width = 0
+            return
+        if not redraw and not final:
             return  # Without a redrawable line, print only the final one.
+        line = self._line(head, logs, final, columns)
+        text = line
+        if redraw:
+            # Blanks over what is left of a longer previous line.
+            blank = max(0, min(self._previous_width, columns) - len(line))
+            text = "\r" + line + " " * blank
+            self._previous_width = len(line)
         if final:
-            validation = self._entries(logs, "val_")
             text += "\n"
-            if validation:
-                text += " " * min(len(count) + 1, 10) + " - ".join(validation) + "\n"
         self._write(text)
 
     def _write(self, text):

@@ -3,6 +3,8 @@
 probabilities, class counts, the backend, and the compact progress bar."""
 
 import inspect
+import os
+import re
 
 import keras
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_dml
-from keras_dml import fit_callbacks, keras_internals
+from keras_dml import fit_callbacks, keras_internals, progress
 from keras_dml.progress import CohortProgbar
 from tests.helpers import NUM_CLASSES, NUM_FEATURES, data, dense_peer
 
@@ -332,17 +334,69 @@ def test_other_backends_are_refused_by_name(monkeypatch):
 # ------------------------------------------------------------------ progress
 
 
-def test_fit_prints_a_compact_line_per_epoch(capsys):
+def test_fit_prints_one_line_per_epoch_in_keras_format_to_a_file(capsys):
     model = _cohort()
     x, y = data(32)
     model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=16, verbose=1)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert lines[0] == "Epoch 1/2"
-    train, validation = lines[1], lines[2]
-    assert "loss" in train and "accuracy" in train and " ens " in train
-    assert validation.strip().startswith("val_loss")
-    assert "val_accuracy" in validation
-    assert max(len(line) for line in lines) < 100
+    out = capsys.readouterr().out
+    assert "\r" not in out  # Not a terminal: nothing is redrawn.
+    lines = out.splitlines()
+    assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2" and len(lines) == 4
+    for line in lines[1], lines[3]:
+        assert line.startswith("2/2 ━━━━━━━━━━━━ ")
+        for entry in (
+            " - loss: ",
+            " - accuracy: peer0 ",
+            ", peer1 ",
+            ", ensemble ",
+            " - val_loss: ",
+            " - val_accuracy: peer0 ",
+        ):
+            assert entry in line, line
+
+
+@pytest.mark.parametrize("columns", [40, 80, 200])
+def test_on_a_terminal_every_redraw_fits_its_width(capsys, monkeypatch, columns):
+    monkeypatch.setattr(
+        progress.shutil,
+        "get_terminal_size",
+        lambda fallback=None: os.terminal_size((columns, 24)),
+    )
+    model = _cohort()
+    x, y = data(64)
+    bar = CohortProgbar()
+    bar._dynamic = True  # As on a terminal.
+    model.fit(
+        x, y, validation_data=(x, y), epochs=2, batch_size=8, callbacks=[bar], verbose=1
+    )
+    out = capsys.readouterr().out
+    drawn = [part for part in re.split(r"[\r\n]", out) if part.strip()]
+    assert len(drawn) > 4
+    assert max(len(part) for part in drawn) < columns
+    epoch_lines = out.split("\n")
+    final = epoch_lines[1].split("\r")[-1]
+    if columns == 200:  # Room for every name, on one line.
+        assert "accuracy: peer0 " in final and "val_accuracy: peer0 " in final
+        assert epoch_lines[2] == "Epoch 2/2"
+    else:  # Shorter: validation on a line of its own (at 40, cut short).
+        assert " - loss:" in final and "val_" not in final
+        assert epoch_lines[2].strip().startswith("val_loss:")
+    if columns == 80:
+        assert "acc: " in final
+
+
+def test_a_transient_bar_leaves_only_what_the_caller_prints(capsys):
+    model = _cohort()
+    x, y = data(32)
+    in_file = CohortProgbar(transient=True)
+    model.fit(x, y, epochs=2, batch_size=16, callbacks=[in_file], verbose=1)
+    assert capsys.readouterr().out == ""
+    on_terminal = CohortProgbar(transient=True)
+    on_terminal._dynamic = True
+    model.fit(x, y, epochs=2, batch_size=16, callbacks=[on_terminal], verbose=1)
+    out = capsys.readouterr().out
+    assert "\n" not in out and "Epoch 2/2 " in out
+    assert out.endswith("\r") and out.split("\r")[-2].strip() == ""  # Erased.
 
 
 def test_keras_progress_bar_on_request(capsys):
@@ -370,4 +424,11 @@ def test_progbar_entries_without_metrics_show_each_peers_loss():
         "peer0_kl": 0.0,
         "peer1_loss": 1.0,
     }
-    assert bar._entries(logs, "") == ["loss 2.0000", "peer loss 1.0000 1.0000"]
+    assert bar._entries(logs, "") == [
+        "loss: 2.0000",
+        "peer_loss: peer0 1.0000, peer1 1.0000",
+    ]
+    assert bar._entries(logs, "", level=1) == [
+        "loss: 2.000",
+        "peer_loss: p0 1.000, p1 1.000",
+    ]

@@ -8,6 +8,7 @@ import keras
 
 from keras_dml import files
 from keras_dml.callbacks import EpochCheckpoint, EpochSummary, StopOnNaN
+from keras_dml.progress import CohortProgbar
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,12 +76,15 @@ def fit_with_checkpoints(
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
             validation_data=validation_data,
-            callbacks=[
+            # verbose=0 is silent, as in Keras. Otherwise one line per epoch,
+            # EpochSummary's; the bar shows only while an epoch runs, and
+            # comes first, so that it is erased before anything else prints.
+            callbacks=([CohortProgbar(transient=True)] if verbose else [])
+            + [
                 stop,
                 checkpoint,
                 keras.callbacks.TensorBoard(os.path.join(write_to, "tensorboard")),
             ]
-            # verbose=0 is silent, as in Keras.
             + ([EpochSummary(epochs, split=validation_name)] if verbose else []),
             verbose=verbose,
             shuffle=False,  # The datasets shuffle themselves, per (seed, epoch).
