@@ -1,7 +1,22 @@
 """What a cohort logs: loss trackers per peer and each compiled metric per peer
-and for the ensemble, with the names of DESIGN.md (`peer{i}_<metric>`)."""
+and for the ensemble, with the names of DESIGN.md (`peer{i}_<metric>`).
+
+What a metric sees: the peers return logits and their mean probabilities
+are the ensemble's prediction, so a compiled metric sees probabilities (a
+peer's softmax; the ensemble's mean), unless it is configured with
+`from_logits=True` (Keras's crossentropies, `AUC`): then it sees logits
+(a peer's own; the log of the ensemble's mean probabilities, whose softmax
+is that mean). So `SparseCategoricalCrossentropy(from_logits=True)`, as a
+plain-Keras user passes it for a logits model, gives the same number as
+the default "crossentropy"; neither is computed on the wrong input.
+"""
 
 import keras
+from keras import ops
+
+# The ensemble's logits are log-probabilities; a probability that underflowed
+# to 0 would give -inf, and 0 * -inf = NaN in a one-hot crossentropy.
+_SMALLEST_PROBABILITY = 1e-30
 
 # Labels are integer class ids (negative for unlabeled examples), so Keras's
 # shape-dependent aliases resolve to their sparse versions here.
@@ -79,6 +94,8 @@ class CohortMetrics:
             for i in range(num_peers)
         ]
         self.ensemble_metrics = [make(f"ensemble_{name}") for name, make in factories]
+        # Which of the metrics (in order) read logits rather than probabilities.
+        self.reads_logits = [_reads_logits(metric) for metric in self.ensemble_metrics]
 
     def all(self):
         """Every tracker and metric, in log order."""
@@ -100,11 +117,28 @@ class CohortMetrics:
             self.peer_kl[k].update_state(t.kl, sample_weight=num_examples)
         self.loss.update_state(sum(t.loss for t in terms), sample_weight=num_examples)
 
-    def update_metrics(self, labels, mask, probabilities):
-        """Updates peer and ensemble metrics from per-peer probabilities."""
-        for metrics, probs in zip(self.peer_metrics, probabilities):
-            for metric in metrics:
-                metric.update_state(labels, probs, sample_weight=mask)
+    def update_metrics(self, labels, mask, probabilities, logits):
+        """Updates peer and ensemble metrics from per-peer probabilities (or
+        float32 logits, for a metric configured with `from_logits=True`)."""
+        for metrics, probs, z in zip(self.peer_metrics, probabilities, logits):
+            for metric, reads_logits in zip(metrics, self.reads_logits):
+                metric.update_state(
+                    labels, z if reads_logits else probs, sample_weight=mask
+                )
         ensemble = sum(probabilities) / len(probabilities)
-        for metric in self.ensemble_metrics:
-            metric.update_state(labels, ensemble, sample_weight=mask)
+        ensemble_logits = None
+        for metric, reads_logits in zip(self.ensemble_metrics, self.reads_logits):
+            if reads_logits and ensemble_logits is None:
+                ensemble_logits = ops.log(ops.maximum(ensemble, _SMALLEST_PROBABILITY))
+            metric.update_state(
+                labels,
+                ensemble_logits if reads_logits else ensemble,
+                sample_weight=mask,
+            )
+
+
+def _reads_logits(metric):
+    try:
+        return bool(metric.get_config().get("from_logits", False))
+    except NotImplementedError:  # A custom metric without a config.
+        return False

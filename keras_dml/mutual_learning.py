@@ -424,7 +424,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
             loss: must be None: the loss is defined by the model's
                 hyperparameters (`kl_weight`, `temperature`, ...).
             metrics: metrics computed for every peer (`peer{i}_<name>`) and for
-                the ensemble (`ensemble_<name>`) on predicted probabilities;
+                the ensemble (`ensemble_<name>`) on predicted probabilities,
+                or on logits for a metric with `from_logits=True` (the
+                ensemble's: the log of its mean probabilities);
                 "accuracy" means sparse categorical accuracy.
             loss_weights, weighted_metrics: not supported (must be None).
             run_eagerly, steps_per_execution, jit_compile: as in `keras.Model`.
@@ -827,8 +829,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
         num_examples = ops.cast(ops.shape(mask)[0], "float32")
         cohort = self._cohort_metrics
         cohort.update_losses(terms, ops.sum(mask), num_examples)
-        probabilities = [ops.softmax(ops.cast(z, "float32"), axis=-1) for z in logits]
-        cohort.update_metrics(safe_labels, mask, probabilities)
+        logits = [ops.cast(z, "float32") for z in logits]
+        probabilities = [ops.softmax(z, axis=-1) for z in logits]
+        cohort.update_metrics(safe_labels, mask, probabilities, logits)
         return self._finalize_logs(self.get_metrics_result())
 
     # ---------------------------------------------------------------- config

@@ -150,6 +150,35 @@ def test_evaluate_reports_loss_terms_and_metrics_on_known_predictions():
     assert logs["ensemble_accuracy"] == pytest.approx(np.mean(y == 0))
 
 
+def test_a_from_logits_metric_sees_logits_and_agrees_with_the_default():
+    # As a plain-Keras user compiles a logits model; the default
+    # "crossentropy" reads probabilities. Both must be the peers' CE.
+    model = cohort(2)
+    model.compile(
+        "sgd",
+        metrics=[
+            keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="xent"),
+            "crossentropy",
+        ],
+    )
+    x, y = data(16)
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    for i in range(2):
+        assert logs[f"peer{i}_xent"] == pytest.approx(logs[f"peer{i}_ce"], rel=1e-5)
+        assert logs[f"peer{i}_crossentropy"] == pytest.approx(
+            logs[f"peer{i}_ce"], rel=1e-5
+        )
+    # The ensemble: the CE of the mean probabilities, read either way.
+    probabilities = [
+        keras.ops.convert_to_numpy(keras.ops.softmax(z))
+        for z in model.predict(x, verbose=0)
+    ]
+    mean = sum(probabilities) / 2
+    expected = -np.mean(np.log(mean[np.arange(len(y)), y]))
+    assert logs["ensemble_xent"] == pytest.approx(expected, rel=1e-5)
+    assert logs["ensemble_crossentropy"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_predict_returns_each_peers_logits():
     model = cohort(2)
     model.compile("sgd")
