@@ -89,6 +89,11 @@ class CohortMetrics:
         self.peer_loss = [Mean(name=f"peer{i}_loss") for i in range(num_peers)]
         self.peer_ce = [Mean(name=f"peer{i}_ce") for i in range(num_peers)]
         self.peer_kl = [Mean(name=f"peer{i}_kl") for i in range(num_peers)]
+        # How sure each peer is and how far the peers agree: what the mimicry
+        # changes, cheap to log beside it.
+        self.peer_entropy = [Mean(name=f"peer{i}_entropy") for i in range(num_peers)]
+        # (None for one student of a teacher: no pair to agree.)
+        self.agreement = Mean(name="agreement") if num_peers > 1 else None
         self.peer_metrics = [
             [make(f"peer{i}_{name}") for name, make in factories]
             for i in range(num_peers)
@@ -102,8 +107,9 @@ class CohortMetrics:
         result = [self.loss]
         for i in range(len(self.peer_loss)):
             result += [self.peer_loss[i], self.peer_ce[i], self.peer_kl[i]]
-            result += self.peer_metrics[i]
-        return result + self.ensemble_metrics
+            result += [self.peer_entropy[i]] + self.peer_metrics[i]
+        agreement = [self.agreement] if self.agreement is not None else []
+        return result + self.ensemble_metrics + agreement
 
     def update_losses(self, terms, num_labeled, num_examples):
         """Adds one batch's per-peer `PeerLossTerms` (local batch means).
@@ -116,6 +122,23 @@ class CohortMetrics:
             self.peer_ce[k].update_state(t.ce, sample_weight=num_labeled)
             self.peer_kl[k].update_state(t.kl, sample_weight=num_examples)
         self.loss.update_state(sum(t.loss for t in terms), sample_weight=num_examples)
+
+    def update_diagnostics(self, probabilities, logits, num_examples):
+        """Adds one batch's mean posterior entropy per peer (nats, on every
+        example, labeled or not) and the peers' top-1 agreement: over all
+        pairs of peers, the fraction of examples both give the same class."""
+        for tracker, probs, z in zip(self.peer_entropy, probabilities, logits):
+            entropy = -ops.sum(probs * ops.log_softmax(z, axis=-1), axis=-1)
+            tracker.update_state(ops.mean(entropy), sample_weight=num_examples)
+        if self.agreement is None:
+            return
+        classes = [ops.argmax(z, axis=-1) for z in logits]
+        same = [
+            ops.mean(ops.cast(ops.equal(a, b), "float32"))
+            for i, a in enumerate(classes)
+            for b in classes[i + 1 :]
+        ]
+        self.agreement.update_state(sum(same) / len(same), sample_weight=num_examples)
 
     def update_metrics(self, labels, mask, probabilities, logits):
         """Updates peer and ensemble metrics from per-peer probabilities (or

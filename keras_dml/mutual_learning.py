@@ -217,7 +217,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
 
     `model(x)` returns the list of the peers' logits. Training logs `loss` (sum
     over peers) and, per peer i, `peer{i}_loss`, `peer{i}_ce`, `peer{i}_kl`,
-    `peer{i}_<metric>`, plus `ensemble_<metric>` on the averaged probabilities.
+    `peer{i}_<metric>`, plus `ensemble_<metric>` on the averaged probabilities,
+    each peer's mean posterior entropy `peer{i}_entropy` and the peers' top-1
+    `agreement` (over pairs of peers).
 
     Args:
         peers: list of K >= 2 distinct Keras models producing logits
@@ -832,6 +834,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         logits = [ops.cast(z, "float32") for z in logits]
         probabilities = [ops.softmax(z, axis=-1) for z in logits]
         cohort.update_metrics(safe_labels, mask, probabilities, logits)
+        cohort.update_diagnostics(probabilities, logits, num_examples)
         return self._finalize_logs(self.get_metrics_result())
 
     # ---------------------------------------------------------------- config

@@ -101,7 +101,7 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
             that prints its own line per epoch, as the scripts do.
     """
 
-    _LOSS_TERMS = ("loss", "ce", "kl")
+    _LOSS_TERMS = ("loss", "ce", "kl", "entropy")
 
     def __init__(self, metric=None, width=12, transient=False):
         super().__init__()

@@ -124,9 +124,14 @@ def test_logs_have_every_documented_key():
         "sgd", metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)]
     )
     history = model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), verbose=0)
-    names = ["loss", "ensemble_accuracy", "ensemble_sparse_top_k_categorical_accuracy"]
+    names = [
+        "loss",
+        "ensemble_accuracy",
+        "ensemble_sparse_top_k_categorical_accuracy",
+        "agreement",
+    ]
     for i in range(3):
-        names += [f"peer{i}_{n}" for n in ("loss", "ce", "kl", "accuracy")]
+        names += [f"peer{i}_{n}" for n in ("loss", "ce", "kl", "entropy", "accuracy")]
         names.append(f"peer{i}_sparse_top_k_categorical_accuracy")
     assert set(history.history) == set(names) | {f"val_{n}" for n in names}
     assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == set(names)
@@ -177,6 +182,28 @@ def test_a_from_logits_metric_sees_logits_and_agrees_with_the_default():
     expected = -np.mean(np.log(mean[np.arange(len(y)), y]))
     assert logs["ensemble_xent"] == pytest.approx(expected, rel=1e-5)
     assert logs["ensemble_crossentropy"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_entropy_and_agreement_on_known_predictions():
+    model = cohort(3)
+    model.compile("sgd")
+    x, y = data(16, unlabeled=5)
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    logits = [np.asarray(z, "float64") for z in model.predict(x, verbose=0)]
+    for i, z in enumerate(logits):
+        p = np.exp(z - z.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        entropy = -np.sum(p * np.log(p), -1).mean()  # Unlabeled examples too.
+        assert logs[f"peer{i}_entropy"] == pytest.approx(entropy, rel=1e-4)
+    top1 = [z.argmax(-1) for z in logits]
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    agreement = np.mean([np.mean(top1[a] == top1[b]) for a, b in pairs])
+    assert logs["agreement"] == pytest.approx(agreement, rel=1e-6)
+    # A peer with zero weights predicts uniformly: the largest entropy.
+    for v in model.peers[0].trainable_variables:
+        v.assign(np.zeros(v.shape, "float32"))
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert logs["peer0_entropy"] == pytest.approx(np.log(NUM_CLASSES), rel=1e-5)
 
 
 def test_predict_returns_each_peers_logits():

@@ -50,8 +50,12 @@ def test_the_teacher_is_frozen_and_not_a_peer(update):
     assert len(model.peers) == 2 and len(model.peer_optimizers) == 2
     assert not any("teacher" in v.path for v in model.trainable_variables)
     assert sorted(history.history) == sorted(
-        ["loss", "ensemble_accuracy"]
-        + [f"peer{i}_{t}" for i in range(2) for t in ("loss", "ce", "kl", "accuracy")]
+        ["loss", "ensemble_accuracy", "agreement"]
+        + [
+            f"peer{i}_{t}"
+            for i in range(2)
+            for t in ("loss", "ce", "kl", "entropy", "accuracy")
+        ]
     )
     assert len(model.predict(x, verbose=0)) == 2  # The peers' logits only.
 
