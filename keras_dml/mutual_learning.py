@@ -357,12 +357,15 @@ class MutualLearningModel(CohortSteps, keras.Model):
     # ----------------------------------------------------------------- graph
 
     def build(self, input_shape):
+        spec = keras.KerasTensor(input_shape)
         for peer in self.peers:
             if not peer.built:
-                peer.build(input_shape)
+                # A symbolic call, as Keras builds a layer on its first call:
+                # `peer.build(shape)` on a subclassed peer without a build()
+                # of its own warns that it may leave state unbuilt.
+                peer(spec)
         # Peers without a graph until now (a Sequential without an Input, a
         # subclassed model): their class counts are known from here on.
-        spec = keras.KerasTensor(input_shape)
         sizes = {}
         for peer in self.peers:
             try:
