@@ -74,7 +74,7 @@ def validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing=0.
         )
 
 
-def sparse_cross_entropy_sum(labels, logits, label_smoothing=0.0):
+def sparse_cross_entropy_sum(labels, logits, label_smoothing=0.0, sample_weight=None):
     """Softmax cross-entropy summed over the labeled examples.
 
     Args:
@@ -82,6 +82,9 @@ def sparse_cross_entropy_sum(labels, logits, label_smoothing=0.0):
         logits: [batch, num_classes].
         label_smoothing: mixes the one-hot target with the uniform distribution,
             as `keras.losses.CategoricalCrossentropy(label_smoothing=...)` does.
+        sample_weight: optional [batch] weights, each example's CE times its
+            weight (the count of labeled examples stays unweighted, as Keras
+            divides a weighted loss by the batch size, not the weights' sum).
 
     Returns:
         `(sum of CE over labeled examples, number of labeled examples)`, float32.
@@ -93,7 +96,14 @@ def sparse_cross_entropy_sum(labels, logits, label_smoothing=0.0):
         # -sum_c ((1 - e) * onehot_c + e / C) * log p_c
         uniform_nll = -ops.mean(log_probs, axis=-1)
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform_nll
-    return ops.sum(nll * mask), ops.sum(mask)
+    weighted = nll * mask
+    if sample_weight is not None:
+        weighted = weighted * _per_example(sample_weight)
+    return ops.sum(weighted), ops.sum(mask)
+
+
+def _per_example(sample_weight):
+    return ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
 
 
 def kl_divergence(target_log_probs, log_probs):
@@ -126,6 +136,7 @@ def mutual_learning_terms(
     peer_indices=None,
     teacher_logits=None,
     fixed_teacher_logits=(),
+    sample_weight=None,
 ):
     """Every requested peer's loss with its CE and KL parts.
 
@@ -153,6 +164,10 @@ def mutual_learning_terms(
             (with "pairwise", peer k averages its KL over the other peers
             and the teacher; one peer and one teacher is Hinton et al.'s
             knowledge distillation). They get no loss of their own.
+        sample_weight: optional [batch] weights of the examples: each
+            example's CE and KL are multiplied by its weight, and the means
+            keep their unweighted denominators (labeled examples for CE, all
+            examples for KL), as Keras weights a loss.
 
     Returns:
         A list of `PeerLossTerms(loss, ce, kl)`, one per requested peer.
@@ -197,15 +212,18 @@ def mutual_learning_terms(
             f"peers; the cohort has {len(teachers)} (with its fixed teachers)."
         )
     num_examples = ops.cast(ops.shape(logits_list[0])[0], "float32")
+    example_weights = None if sample_weight is None else _per_example(sample_weight)
     terms = []
     for k in peer_indices:
         ce_sum, num_labeled = sparse_cross_entropy_sum(
-            labels, logits_list[k], label_smoothing
+            labels, logits_list[k], label_smoothing, example_weights
         )
         log_probs = ops.log_softmax(logits_list[k] / temperature, axis=-1)
         kl_sum = 0.0
         for target, weight in targets[k]:
             per_example = kl_divergence(ops.stop_gradient(target), log_probs)
+            if example_weights is not None:
+                per_example = per_example * example_weights
             kl_sum = kl_sum + ops.sum(weight * per_example)
         ce = ops.divide_no_nan(ce_sum, num_labeled)
         kl = kl_sum / ops.maximum(num_examples, 1.0)
@@ -234,6 +252,7 @@ def mutual_learning_losses(
     label_smoothing=0.0,
     teacher_logits=None,
     fixed_teacher_logits=(),
+    sample_weight=None,
 ):
     """The K per-peer Deep Mutual Learning losses.
 
@@ -260,5 +279,6 @@ def mutual_learning_losses(
         label_smoothing=label_smoothing,
         teacher_logits=teacher_logits,
         fixed_teacher_logits=fixed_teacher_logits,
+        sample_weight=sample_weight,
     )
     return [t.loss for t in terms]

@@ -2,6 +2,9 @@
 
 import copy
 import inspect
+import math
+import operator
+import threading
 
 import keras
 import numpy as np
@@ -347,6 +350,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         self.kl_burn_in_steps = kl_burn_in_steps
         self.kl_ramp_shape = kl_ramp_shape
         self._step_kl_factor = None  # Set while a training step is traced.
+        self._class_weight = None  # What fit's step functions were made with.
         self._cohort_metrics = None
         self._compile_args = None
         self._built_input_shape = None
@@ -574,6 +578,12 @@ class MutualLearningModel(CohortSteps, keras.Model):
           `keras.callbacks.ProgbarLogger()` for Keras's bar with every term.
           The history keeps every term.
         - Bad labels raise a `ValueError` that says what was received.
+        - `sample_weight` (or a third element of each batch) multiplies each
+          example's cross-entropy and mimicry (KL) terms; `class_weight`
+          (`{class id: weight}`) weights labeled examples by class, and
+          unlabeled ones (label -1) by 1. As in Keras, the means keep their
+          unweighted denominators, validation gets no class weights, and
+          the compiled metrics are unweighted.
         """
         return self._run(super().fit, args, kwargs)
 
@@ -603,6 +613,20 @@ class MutualLearningModel(CohortSteps, keras.Model):
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             self._check_arrays(validation[0], validation[1], "validation_data")
         verbose = bound.arguments.get("verbose", "auto")
+        if method.__name__ == "fit":
+            # Applied in the step (Keras's own conversion indexes a table by
+            # the label, and fails on -1, an unlabeled example).
+            class_weight = bound.arguments.pop("class_weight", None)
+            if class_weight is not None and given.get("sample_weight") is not None:
+                raise ValueError(
+                    "You cannot pass `class_weight` and `sample_weight` at the "
+                    "same time (as in Keras)."
+                )
+            table = class_weight_table(class_weight)
+            if table != self._class_weight:
+                # The step functions hold the table: trace them again.
+                self.train_function = None
+                self._class_weight = table
         bound.arguments["callbacks"] = with_cohort_callbacks(
             self, bound.arguments.get("callbacks"), verbose
         )
@@ -674,12 +698,21 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 "MutualLearningModel needs labels: pass (x, y) with integer "
                 "class ids, -1 for unlabeled examples."
             )
-        if sample_weight is not None:
-            raise ValueError(
-                "MutualLearningModel does not support `sample_weight` or "
-                "`class_weight`; mark unlabeled examples with label -1."
-            )
-        return x, y
+        return x, y, sample_weight
+
+    def _example_weights(self, labels):
+        """The batch's per-example weights (None: all 1): its sample
+        weights, or in training the class weights of its labels."""
+        weights, table = _STEP_WEIGHTS.__dict__.get(id(self), (None, None))
+        if table is not None:
+            labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+            known = ops.logical_and(labels >= 0, labels < len(table))
+            index = ops.where(known, labels, 0)
+            by_class = ops.take(ops.convert_to_tensor(table, "float32"), index)
+            weights = ops.where(known, by_class, 1.0)
+        if weights is None:
+            return None
+        return ops.reshape(ops.cast(weights, "float32"), (-1,))
 
     def _terms(self, labels, logits, teachers, peer_indices=None):
         num_peers = len(self.peers)
@@ -693,6 +726,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
             peer_indices=peer_indices,
             teacher_logits=teachers[:num_peers],
             fixed_teacher_logits=teachers[num_peers:],
+            sample_weight=self._example_weights(labels),
         )
 
     def _teachers(self, x, logits, training):
@@ -733,7 +767,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
         ce_sum = terms.ce * num_labeled
         if aux_logits:
             ce_sum = ce_sum + self.aux_loss_weight * sum(
-                dml_losses.sparse_cross_entropy_sum(labels, z, self.label_smoothing)[0]
+                dml_losses.sparse_cross_entropy_sum(
+                    labels, z, self.label_smoothing, self._example_weights(labels)
+                )[0]
                 for z in aux_logits
             )
         ce = ops.divide_no_nan(ce_sum, global_labeled)
@@ -765,7 +801,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         self.mimicry.setup(self.peers)
         self.built = True
 
-    def _train_on(self, x, y):
+    def _train_on(self, x, y, sample_weight=None):
         """One training step on a batch, as every backend runs it; the
         backend's `_simultaneous_step` / `_sequential_step` take and apply
         the gradients."""
@@ -777,6 +813,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         # One ramp factor for the whole step: in the sequential order the
         # first peer's update advances the step count before the others'.
         self._step_kl_factor = self._kl_factor()
+        _STEP_WEIGHTS.__dict__[id(self)] = (sample_weight, self._class_weight)
         # Peer optimizers not built yet (peers that were unbuilt at compile
         # time) build themselves over their peer's variables on first apply.
         try:
@@ -786,6 +823,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 y, logits, logged = self._simultaneous_step(x, y)
         finally:
             self._step_kl_factor = None
+            _STEP_WEIGHTS.__dict__.pop(id(self), None)
         return self._record(y, logits, logged)
 
     def _kl_factor(self):
@@ -814,8 +852,16 @@ class MutualLearningModel(CohortSteps, keras.Model):
         ]
         return y, logits, objectives
 
-    def _test_on(self, x, y):
+    def _test_on(self, x, y, sample_weight=None):
         """One evaluation step on a batch, as every backend runs it."""
+        # No class weights in evaluation, as in Keras.
+        _STEP_WEIGHTS.__dict__[id(self)] = (sample_weight, None)
+        try:
+            return self._test_step_on(x, y)
+        finally:
+            _STEP_WEIGHTS.__dict__.pop(id(self), None)
+
+    def _test_step_on(self, x, y):
         if not self.built:
             self._build_from_inputs(x)
         # Auxiliary classifiers are a training aid: evaluation uses the logits.
@@ -884,3 +930,36 @@ class MutualLearningModel(CohortSteps, keras.Model):
 
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# `(sample weights, class-weight table)` of the batch whose step runs, per
+# thread and model: under MirroredStrategy every replica traces the step in a
+# thread of its own, with its own shard of the weights (an attribute of the
+# model would be shared, and cleared by the replica that finishes first).
+_STEP_WEIGHTS = threading.local()
+
+
+def class_weight_table(class_weight):
+    """`fit`'s `class_weight` (`{class id: weight}`) as a tuple of floats
+    indexed by class id (1.0 for ids not given), or None."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, dict) or not class_weight:
+        raise ValueError(
+            "`class_weight` must be a non-empty dict {class id: weight}. "
+            f"Received: {class_weight!r}"
+        )
+    table = {}
+    for key, value in class_weight.items():
+        try:
+            index = operator.index(key)
+            weight = float(value)
+        except (TypeError, ValueError):
+            index, weight = None, None
+        if index is None or index < 0 or not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                "`class_weight` maps class ids (integers >= 0) to finite weights "
+                f">= 0. Received: {key!r}: {value!r}"
+            )
+        table[index] = weight
+    return tuple(table.get(i, 1.0) for i in range(max(table) + 1))

@@ -10,7 +10,14 @@ from tests.helpers import data, dense_peer
 
 
 def _train(
-    strategy, initial_weights, x, y, update, compile_in_scope=True, mimicry="pairwise"
+    strategy,
+    initial_weights,
+    x,
+    y,
+    update,
+    compile_in_scope=True,
+    mimicry="pairwise",
+    sample_weight=None,
 ):
     with strategy.scope():
         peers = [dense_peer(1), dense_peer(2), dense_peer(3)]
@@ -24,7 +31,15 @@ def _train(
         # The model remembers the strategy it was created under.
         model.compile(keras.optimizers.SGD(0.2, momentum=0.9), metrics=["accuracy"])
     model.set_weights(initial_weights)
-    history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    history = model.fit(
+        x,
+        y,
+        sample_weight=sample_weight,
+        batch_size=8,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+    )
     return model, history
 
 
@@ -46,6 +61,7 @@ def _method(name):
         ("sequential", True, "kdcl"),
         ("simultaneous", True, "temporal_mean"),
         ("simultaneous", True, "codistillation"),
+        ("sequential", True, "weighted"),
     ],
 )
 def test_mirrored_matches_one_device_on_the_global_batch(
@@ -59,6 +75,11 @@ def test_mirrored_matches_one_device_on_the_global_batch(
     # mean would weight wrongly.
     for start in range(0, 32, 8):
         y[start : start + 3] = -1
+    # "weighted": pairwise, with sample weights.
+    weights = None
+    if mimicry == "weighted":
+        mimicry = "pairwise"
+        weights = np.random.default_rng(4).uniform(0.0, 2.0, 32).astype("float32")
     initial = keras_dml.MutualLearningModel(
         [dense_peer(1), dense_peer(2), dense_peer(3)], mimicry=_method(mimicry)
     ).get_weights()
@@ -71,6 +92,7 @@ def test_mirrored_matches_one_device_on_the_global_batch(
         update,
         compile_in_scope,
         mimicry,
+        weights,
     )
     assert mirrored.distribute_strategy.num_replicas_in_sync == 2
     single, single_history = _train(
@@ -80,6 +102,7 @@ def test_mirrored_matches_one_device_on_the_global_batch(
         y,
         update,
         mimicry=mimicry,
+        sample_weight=weights,
     )
     for a, b in zip(mirrored.get_weights(), single.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -517,3 +517,80 @@ def test_mixed_precision_trains(policy):
     history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
     assert all(np.isfinite(v) for v in history.history["loss"])
     assert model.evaluate(x, y, verbose=0, return_dict=True)["loss"] < first
+
+
+# ---------------------------------------------------- sample and class weights
+
+
+def _weights_of(model):
+    return [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+
+
+def test_sample_weight_multiplies_each_examples_terms():
+    x, y = data(16, unlabeled=4)
+    weights = np.random.default_rng(2).uniform(0.0, 2.0, 16).astype("float32")
+    model = cohort(2, kl_weight=0.7, temperature=2.0)
+    model.compile("sgd")
+    logs = model.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+    logits = [np.asarray(z, "float64") for z in model.predict(x, verbose=0)]
+    log_p = [z - np.log(np.exp(z).sum(-1, keepdims=True)) for z in logits]
+    labeled = y >= 0
+    for k in range(2):
+        # CE: weighted sum over labeled examples / their (unweighted) count.
+        nll = -log_p[k][labeled, y[labeled]]
+        ce = np.sum(weights[labeled] * nll) / labeled.sum()
+        assert logs[f"peer{k}_ce"] == pytest.approx(ce, rel=1e-4)
+        # KL at temperature 2 to the other peer: weighted sum / batch size.
+        t = [z / 2.0 - np.log(np.exp(z / 2.0).sum(-1, keepdims=True)) for z in logits]
+        kl = np.sum(np.exp(t[1 - k]) * (t[1 - k] - t[k]), -1)
+        assert logs[f"peer{k}_kl"] == pytest.approx(np.mean(weights * kl), rel=1e-4)
+    unweighted = model.evaluate(x, y, verbose=0, return_dict=True)
+    ones = model.evaluate(x, y, sample_weight=np.ones(16), verbose=0, return_dict=True)
+    assert ones["loss"] == pytest.approx(unweighted["loss"], rel=1e-6)
+
+
+def test_class_weight_equals_the_sample_weights_of_the_labels():
+    x, y = data(32, unlabeled=5)
+    class_weight = {0: 0.25, 2: 3.0}  # Classes not named weigh 1.
+    per_example = np.array(
+        [class_weight.get(int(label), 1.0) if label >= 0 else 1.0 for label in y],
+        "float32",
+    )
+    runs = []
+    for given in ({"class_weight": class_weight}, {"sample_weight": per_example}):
+        model = cohort(2)
+        model.compile(keras.optimizers.SGD(0.1))
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, **given)
+        runs.append(_weights_of(model))
+    assert_weights_close(runs[0], runs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_class_weight_applies_to_the_fit_it_is_given_to():
+    x, y = data(32)
+    model = cohort(2, kl_weight=0.0)
+    model.compile(keras.optimizers.SGD(0.1))
+    before = _weights_of(model)
+    zero = {c: 0.0 for c in range(NUM_CLASSES)}
+    model.fit(x, y, batch_size=8, epochs=1, class_weight=zero, verbose=0)
+    assert_weights_close(_weights_of(model), before, rtol=0, atol=0)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # Unweighted again.
+    assert not np.allclose(_weights_of(model)[0], before[0])
+
+
+@pytest.mark.parametrize(
+    "class_weight,message",
+    [
+        ({-1: 2.0}, "class ids"),
+        ({0: float("nan")}, "finite weights"),
+        ({"cat": 1.0}, "class ids"),
+        ([1.0, 2.0], "non-empty dict"),
+    ],
+)
+def test_bad_class_weights_are_named(class_weight, message):
+    x, y = data(8)
+    model = cohort(2)
+    model.compile("sgd")
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, class_weight=class_weight, verbose=0)
+    with pytest.raises(ValueError, match="at the same time"):
+        model.fit(x, y, class_weight={0: 1.0}, sample_weight=np.ones(8), verbose=0)
