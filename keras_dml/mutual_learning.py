@@ -13,6 +13,7 @@ from keras import ops
 from keras_dml import kl_ramp
 from keras_dml import losses as dml_losses
 from keras_dml import mimicry as mimicry_methods
+from keras_dml.checked_batches import CheckedPyDataset
 from keras_dml.cohort_metrics import CohortMetrics
 from keras_dml.cohort_steps import SUPPORTED_BACKENDS, CohortSteps
 from keras_dml.fit_callbacks import with_cohort_callbacks
@@ -612,6 +613,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
         validation = given.get("validation_data")
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             self._check_arrays(validation[0], validation[1], "validation_data")
+        if keras.backend.backend() != "tensorflow":
+            # Checked on the host batch by batch (keras_dml.checked_batches).
+            for name in ("x", "validation_data"):
+                if isinstance(given.get(name), keras.utils.PyDataset):
+                    bound.arguments[name] = CheckedPyDataset(
+                        given[name], self._check_arrays
+                    )
         verbose = bound.arguments.get("verbose", "auto")
         if method.__name__ == "fit":
             # Applied in the step (Keras's own conversion indexes a table by
@@ -640,8 +648,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
         the model's state into the step, and an error there leaves the model
         unusable; a label out of range would otherwise train to NaN. Checking
         here gives the same error on every backend and leaves the model as it
-        was. Datasets and generators are checked inside the step
-        (`keras_dml.labels.checked_labels`), on TensorFlow.
+        was. A `PyDataset`'s batches are checked here too, as Keras reads them
+        (`keras_dml.checked_batches`), on JAX and PyTorch; tf.data datasets
+        and generators inside the step (`keras_dml.labels.checked_labels`).
         """
         prefix = f"{where}: " if where else ""
         if isinstance(x, np.ndarray) and x.dtype.kind in "fc":

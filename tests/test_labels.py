@@ -129,3 +129,32 @@ def test_one_hot_labels_from_a_dataset_are_refused_inside_the_step():
     dataset = tf.data.Dataset.from_tensor_slices((x, one_hot)).batch(8)
     with pytest.raises(ValueError, match=r"received labels of shape \[\w+, 4\] \(one"):
         _cohort().fit(dataset, epochs=1, verbose=0)
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch_size=8):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return len(self.x) // self.batch_size
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[rows], self.y[rows]
+
+
+def test_a_py_dataset_with_a_bad_label_fails_and_the_model_stays_usable():
+    # Its batches are checked as Keras reads them (on JAX an in-step error
+    # leaves the model unusable; TensorFlow checks in the graph).
+    x, y = data(32)
+    bad = y.copy()
+    bad[20] = NUM_CLASSES
+    model = _cohort()
+    with pytest.raises(ValueError, match=f"{EXPECTED}; received {NUM_CLASSES}"):
+        model.fit(_Batches(x, bad), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=f"{EXPECTED}; received {NUM_CLASSES}"):
+        model.fit(_Batches(x, y), validation_data=_Batches(x, bad), verbose=0)
+    model.fit(_Batches(x, y), epochs=1, verbose=0)  # Still trains.
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert np.isfinite(np.asarray(model.predict(x, verbose=0)[0])).all()
