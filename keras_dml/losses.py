@@ -74,6 +74,18 @@ def validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing=0.
         )
 
 
+KL_REDUCTIONS = ("mean", "sum")
+
+
+def check_kl_reduction(kl_reduction):
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ValueError(
+            f"`kl_reduction` must be one of {KL_REDUCTIONS} (the mean over a "
+            "peer's targets, as the DML paper writes it, or their sum, as its "
+            f"official code computes it). Received: kl_reduction={kl_reduction!r}"
+        )
+
+
 def sparse_cross_entropy_sum(labels, logits, label_smoothing=0.0, sample_weight=None):
     """Softmax cross-entropy summed over the labeled examples.
 
@@ -137,6 +149,7 @@ def mutual_learning_terms(
     teacher_logits=None,
     fixed_teacher_logits=(),
     sample_weight=None,
+    kl_reduction="mean",
 ):
     """Every requested peer's loss with its CE and KL parts.
 
@@ -168,11 +181,17 @@ def mutual_learning_terms(
             example's CE and KL are multiplied by its weight, and the means
             keep their unweighted denominators (labeled examples for CE, all
             examples for KL), as Keras weights a loss.
+        kl_reduction: "mean" (the method's weights: the paper's text
+            averages over the other peers) or "sum" (each weight times the
+            number of peer k's targets: with "pairwise" the sum of the KLs to
+            the other peers, as the official DML code adds them, `tf.add_n`;
+            the same for one target).
 
     Returns:
         A list of `PeerLossTerms(loss, ce, kl)`, one per requested peer.
     """
     validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing)
+    check_kl_reduction(kl_reduction)
     method = mimicry_methods.get(mimicry)
     num_peers = len(logits_list)
     fixed = [ops.stop_gradient(ops.cast(z, "float32")) for z in fixed_teacher_logits]
@@ -225,6 +244,8 @@ def mutual_learning_terms(
             if example_weights is not None:
                 per_example = per_example * example_weights
             kl_sum = kl_sum + ops.sum(weight * per_example)
+        if kl_reduction == "sum":
+            kl_sum = kl_sum * float(len(targets[k]))
         ce = ops.divide_no_nan(ce_sum, num_labeled)
         kl = kl_sum / ops.maximum(num_examples, 1.0)
         terms.append(
@@ -253,6 +274,7 @@ def mutual_learning_losses(
     teacher_logits=None,
     fixed_teacher_logits=(),
     sample_weight=None,
+    kl_reduction="mean",
 ):
     """The K per-peer Deep Mutual Learning losses.
 
@@ -280,5 +302,6 @@ def mutual_learning_losses(
         teacher_logits=teacher_logits,
         fixed_teacher_logits=fixed_teacher_logits,
         sample_weight=sample_weight,
+        kl_reduction=kl_reduction,
     )
     return [t.loss for t in terms]

@@ -242,6 +242,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
             mimics the already-updated peers 1..k on the same mini-batch).
         label_smoothing: label smoothing of the CE term (0.1 in the official
             Market-1501 code).
+        kl_reduction: "mean" (default, the paper's 1/(K-1) average of the KL
+            to the other peers) or "sum" (their sum, as the official DML code
+            adds them; the same for K=2). See `keras_dml.losses`.
         aux_loss_weight: weight of the cross-entropy of a peer's auxiliary
             classifiers, for peers that return {"logits", "aux_logits"}
             (0.3 as in GoogLeNet). Auxiliary logits take no part in mimicry.
@@ -297,6 +300,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         kl_ramp_up_steps=0,
         kl_burn_in_steps=0,
         kl_ramp_shape="sigmoid",
+        kl_reduction="mean",
         **kwargs,
     ):
         _check_backend()
@@ -305,6 +309,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         dml_losses.validate_hyperparameters(
             kl_weight, temperature, mimicry, label_smoothing
         )
+        dml_losses.check_kl_reduction(kl_reduction)
         if (
             isinstance(aux_loss_weight, bool)
             or not isinstance(aux_loss_weight, (int, float))
@@ -350,6 +355,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         self.kl_ramp_up_steps = kl_ramp_up_steps
         self.kl_burn_in_steps = kl_burn_in_steps
         self.kl_ramp_shape = kl_ramp_shape
+        self.kl_reduction = kl_reduction
         self._step_kl_factor = None  # Set while a training step is traced.
         self._class_weight = None  # What fit's step functions were made with.
         self._cohort_metrics = None
@@ -631,6 +637,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
                     "same time (as in Keras)."
                 )
             table = class_weight_table(class_weight)
+            if table is not None and self.num_classes is not None:
+                if len(table) > self.num_classes:
+                    raise ValueError(
+                        f"`class_weight` names class {len(table) - 1}, but the "
+                        f"peers have {self.num_classes} classes (ids 0 to "
+                        f"{self.num_classes - 1})."
+                    )
             if table != self._class_weight:
                 # The step functions hold the table: trace them again.
                 self.train_function = None
@@ -736,6 +749,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
             teacher_logits=teachers[:num_peers],
             fixed_teacher_logits=teachers[num_peers:],
             sample_weight=self._example_weights(labels),
+            kl_reduction=self.kl_reduction,
         )
 
     def _teachers(self, x, logits, training):
@@ -914,6 +928,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 "kl_ramp_up_steps": self.kl_ramp_up_steps,
                 "kl_burn_in_steps": self.kl_burn_in_steps,
                 "kl_ramp_shape": self.kl_ramp_shape,
+                "kl_reduction": self.kl_reduction,
             }
         )
         return config

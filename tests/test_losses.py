@@ -132,12 +132,34 @@ def test_extreme_logits_stay_finite():
         ({"temperature": 0.0}, "temperature=0.0"),
         ({"mimicry": "mean"}, "mimicry='mean'"),
         ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+        ({"kl_reduction": "max"}, "kl_reduction='max'"),
     ],
 )
 def test_bad_hyperparameters_raise(kwargs, message):
     z = np.zeros((2, 3), "float32")
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         losses.mutual_learning_losses(np.array([0, 1]), [z, z], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "num_peers,mimicry", [(2, "pairwise"), (4, "pairwise"), (4, "ensemble")]
+)
+def test_kl_reduction_sum_adds_the_kl_to_each_other_peer(num_peers, mimicry):
+    # The official DML code adds the KLs to the other peers (tf.add_n); the
+    # paper's text averages them. One target (ensemble, or K=2): the same.
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 5, 6)
+    logits = [rng.normal(size=(6, 5)).astype("float32") for _ in range(num_peers)]
+    kwargs = {"kl_weight": 1.0, "temperature": 2.0, "mimicry": mimicry}
+    mean = losses.mutual_learning_terms(labels, logits, **kwargs)
+    summed = losses.mutual_learning_terms(labels, logits, kl_reduction="sum", **kwargs)
+    targets = num_peers - 1 if mimicry == "pairwise" else 1
+    for a, b in zip(mean, summed):
+        np.testing.assert_allclose(float(b.kl), targets * float(a.kl), rtol=1e-6)
+        np.testing.assert_allclose(float(b.ce), float(a.ce), rtol=1e-6)
+        np.testing.assert_allclose(
+            float(b.loss), float(a.ce) + 4.0 * targets * float(a.kl), rtol=1e-5
+        )
 
 
 def test_bad_logits_raise():

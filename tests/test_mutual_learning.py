@@ -584,6 +584,7 @@ def test_class_weight_applies_to_the_fit_it_is_given_to():
         ({0: float("nan")}, "finite weights"),
         ({"cat": 1.0}, "class ids"),
         ([1.0, 2.0], "non-empty dict"),
+        ({NUM_CLASSES: 2.0}, f"names class {NUM_CLASSES}, but the peers have"),
     ],
 )
 def test_bad_class_weights_are_named(class_weight, message):
@@ -594,3 +595,21 @@ def test_bad_class_weights_are_named(class_weight, message):
         model.fit(x, y, class_weight=class_weight, verbose=0)
     with pytest.raises(ValueError, match="at the same time"):
         model.fit(x, y, class_weight={0: 1.0}, sample_weight=np.ones(8), verbose=0)
+
+
+def test_kl_reduction_sum_is_the_official_codes_and_round_trips(tmp_path):
+    x, y = data(16)
+    peers = [dense_peer(10 * i) for i in range(3)]
+    logs = {}
+    for reduction in ("mean", "sum"):
+        model = keras_dml.MutualLearningModel(peers, kl_reduction=reduction)
+        model.compile("sgd")
+        logs[reduction] = model.evaluate(x, y, verbose=0, return_dict=True)
+    for k in range(3):  # Two other peers: their sum is twice their mean.
+        assert logs["sum"][f"peer{k}_kl"] == pytest.approx(
+            2 * logs["mean"][f"peer{k}_kl"], rel=1e-5
+        )
+    model.save(tmp_path / "c.keras")
+    assert keras.saving.load_model(tmp_path / "c.keras").kl_reduction == "sum"
+    with pytest.raises(ValueError, match="kl_reduction='none'"):
+        keras_dml.MutualLearningModel(peers, kl_reduction="none")

@@ -207,6 +207,15 @@ SETTINGS = (
         choices=("sigmoid", "linear"),
     ),
     _s(
+        "kl_reduction",
+        "mean",
+        "How a peer's KL terms combine: mean (the paper's text) or sum (the "
+        "official DML code, tf.add_n over the other peers); the same for 2 peers.",
+        "str",
+        "dml",
+        choices=("mean", "sum"),
+    ),
+    _s(
         "mimicry",
         "pairwise",
         "What each peer mimics: each other peer (pairwise, DML), their mean "

@@ -397,6 +397,7 @@ def build_cohort(config, data, steps_per_epoch):
         kl_ramp_up_steps=round(config.kl_ramp_up_epochs * steps_per_epoch),
         kl_burn_in_steps=round(config.kl_burn_in_epochs * steps_per_epoch),
         kl_ramp_shape=config.kl_ramp_shape,
+        kl_reduction=config.kl_reduction,
     )
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch), metrics=["accuracy"]
