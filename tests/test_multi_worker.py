@@ -5,7 +5,6 @@ one-process run on the same global batches."""
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -15,33 +14,20 @@ import pytest
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_job.py")
 TIMEOUT = 300
-# Ports below Linux's ephemeral range (32768-60999), a block per pytest-xdist
-# test process: two processes never pick the same port, and the OS does not
-# hand one out to another program's connection between the pick and the bind.
-_PORTS_FROM, _PORTS_PER_PROCESS = 20000, 2000
+# Under pytest-xdist, every test that picks free ports for workers runs in one
+# test process, so two tests cannot pick the same port at once.
+pytestmark = pytest.mark.xdist_group("ports")
 
 
 def _free_ports(count):
-    """`count` ports nobody listens on, from this test process's block."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker[2:]) if worker[2:].isdigit() else 0
-    first = _PORTS_FROM + (index % 6) * _PORTS_PER_PROCESS
-    # A random start: a port a finished test used may still be closing.
-    start = random.randrange(_PORTS_PER_PROCESS)
-    found = []
-    for offset in range(_PORTS_PER_PROCESS):
-        port = first + (start + offset) % _PORTS_PER_PROCESS
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise RuntimeError(
-        f"No {count} free ports in {first}..{first + _PORTS_PER_PROCESS}"
-    )
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _env(**extra):

@@ -20,6 +20,9 @@ import keras_dml  # noqa: F401  (registers the saved classes)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "train.py")
 TIMEOUT = 600
+# Under pytest-xdist, every test that picks free ports for workers runs in one
+# test process, so two tests cannot pick the same port at once.
+pytestmark = pytest.mark.xdist_group("ports")
 
 
 def _flags(tmp_path, dataset):

@@ -113,6 +113,7 @@ def test_a_torch_run_resumes_exactly_reports_and_exports(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ports")
 def test_jax_runs_resume_exactly_and_train_as_one_device_on_several(tmp_path):
     """A one-device run resumes exactly, reports and exports; 2 host devices
     (`--strategy=mirrored`) and 2 processes of one device
