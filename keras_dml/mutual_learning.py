@@ -695,6 +695,27 @@ class MutualLearningModel(CohortSteps, keras.Model):
             kwargs["input_signature"] = [self._input_spec_for_export()]
         return super().export(filepath, format=format, verbose=verbose, **kwargs)
 
+    def as_functional(self):
+        """The cohort as a functional `keras.Model` that shares the peers (and
+        so their weights): one input, and each peer's logits as an output
+        named after the peer.
+
+        A `MutualLearningModel` is a subclassed model, which Keras draws as
+        one box; for what needs a graph of layers, use this:
+
+        ```python
+        keras.utils.plot_model(model.as_functional(), expand_nested=True)
+        model.as_functional().summary(expand_nested=True)
+        ```
+        """
+        spec = self._input_spec_for_export()
+        inputs = keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name="inputs")
+        outputs = {
+            peer.name: split_peer_output(peer(inputs), peer.name)[0]
+            for peer in self.peers
+        }
+        return keras.Model(inputs, outputs, name=f"{self.name}_peers")
+
     def _input_spec_for_export(self):
         for peer in self.peers:
             try:

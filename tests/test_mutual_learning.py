@@ -613,3 +613,18 @@ def test_kl_reduction_sum_is_the_official_codes_and_round_trips(tmp_path):
     assert keras.saving.load_model(tmp_path / "c.keras").kl_reduction == "sum"
     with pytest.raises(ValueError, match="kl_reduction='none'"):
         keras_dml.MutualLearningModel(peers, kl_reduction="none")
+
+
+def test_as_functional_shares_the_peers_and_gives_their_logits():
+    model = cohort(2)
+    view = model.as_functional()
+    # Keras's plot_model and summary see a graph of the peers.
+    assert [layer for layer in view.layers if layer in model.peers] == model.peers
+    x, _ = data(4)
+    got = view(x)
+    for peer, logits in zip(model.peers, model(x)):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(got[peer.name]),
+            keras.ops.convert_to_numpy(logits),
+            rtol=1e-6,
+        )
