@@ -217,7 +217,7 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
                 return line
         validation = self._entries(logs, "val_") if final else []
         if not validation:
-            return self._fit(head, logs, "", columns)
+            return self._fit(head + " - ", logs, "", columns)
         indent = " " * min(len(head.split()[0]) + 1, 10)
         return (
             self._fit(head + " - ", logs, "", columns)
@@ -227,7 +227,8 @@ class CohortProgbar(keras.callbacks.ProgbarLogger):
 
     def _fit(self, start, logs, prefix, columns):
         for level in range(3):
-            line = start + " - ".join(self._entries(logs, prefix, level))
+            entries = self._entries(logs, prefix, level)
+            line = start + " - ".join(entries) if entries else start.rstrip(" -")
             if len(line) <= columns:
                 return line
         return line[: columns - 1] + "…"

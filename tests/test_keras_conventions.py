@@ -373,6 +373,8 @@ def test_on_a_terminal_every_redraw_fits_its_width(capsys, monkeypatch, columns)
     drawn = [part for part in re.split(r"[\r\n]", out) if part.strip()]
     assert len(drawn) > 4
     assert max(len(part) for part in drawn) < columns
+    # Mid-epoch lines too: the count and timing, then " - " and the values.
+    assert all(" - loss:" in part for part in drawn if "/step" in part)
     epoch_lines = out.split("\n")
     final = epoch_lines[1].split("\r")[-1]
     if columns == 200:  # Room for every name, on one line.
