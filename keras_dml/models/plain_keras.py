@@ -25,7 +25,7 @@ from keras import layers
 
 from keras_dml.models.batch_norm import FusedBatchNormalization
 from keras_dml.models.reid import BackboneInput
-from keras_dml.models.resnet_cifar import ZeroPadShortcut
+from keras_dml.models.resnet_cifar import ZeroPadShortcut, shortcut_kernel
 
 
 def plain_keras(peer):
@@ -117,11 +117,7 @@ def _plain_layer(layer):
 
 def _copy_weights(layer, plain):
     if isinstance(layer, ZeroPadShortcut):
-        channels = plain.kernel.shape[2]
-        before = (layer.filters - channels) // 2
-        kernel = np.zeros((1, 1, channels, layer.filters), "float32")
-        kernel[0, 0, np.arange(channels), before + np.arange(channels)] = 1.0
-        plain.kernel.assign(kernel)
+        plain.kernel.assign(shortcut_kernel(plain.kernel.shape[2], layer.filters))
     elif isinstance(layer, BackboneInput):
         if layer.mode != "tf":
             reverse = np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)

@@ -113,9 +113,9 @@ class ZeroPadShortcut(layers.Layer):
         extra = self.filters - channels
         before = extra // 2
         if keras.backend.backend() == "tensorflow" and extra >= 0:
-            selector = np.zeros((1, 1, channels, self.filters), "float32")
-            selector[0, 0, np.arange(channels), before + np.arange(channels)] = 1.0
-            kernel = ops.convert_to_tensor(selector, dtype=x.dtype)
+            kernel = ops.convert_to_tensor(
+                shortcut_kernel(channels, self.filters), dtype=x.dtype
+            )
             return ops.conv(x, kernel, strides=self.strides, padding="valid")
         x = x[:, :: self.strides, :: self.strides, :]
         return ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, extra - before]])
@@ -131,6 +131,15 @@ class ZeroPadShortcut(layers.Layer):
             "filters": self.filters,
             "strides": self.strides,
         }
+
+
+def shortcut_kernel(channels, filters):
+    """The 1x1 convolution kernel `[1, 1, channels, filters]` that copies
+    input channel i to output channel `(filters - channels) // 2 + i`."""
+    before = (filters - channels) // 2
+    kernel = np.zeros((1, 1, channels, filters), "float32")
+    kernel[0, 0, np.arange(channels), before + np.arange(channels)] = 1.0
+    return kernel
 
 
 def _basic_block(x, filters, strides, sync, name):
