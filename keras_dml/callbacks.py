@@ -1,5 +1,6 @@
-"""Callbacks for long DML runs: exact-resume checkpoints, a NaN stop, and a
-one-line summary per epoch."""
+"""Callbacks for long DML runs: exact-resume checkpoints, a NaN stop,
+validation on the moving averages of the weights, and a one-line summary per
+epoch."""
 
 import csv
 import json
@@ -85,6 +86,31 @@ class StopOnNaN(keras.callbacks.Callback):
             f"{self.step}; training stopped. Lower the learning rate or check the "
             "data."
         )
+
+
+class EvaluateOnAverages(keras.callbacks.Callback):
+    """Validation during `fit` sees each peer's moving average of its weights
+    (peer optimizers with `use_ema=True`), training the weights themselves.
+
+    Keras's `SwapEMAWeights`, for a cohort whose peer optimizers may be
+    wrapped in `LossScaleOptimizer`s (float16): it swaps the averages in
+    before validation and out after it, so that checkpoints written at the
+    end of the epoch hold the trained weights and the averages as they are.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._averages_in_model = False
+
+    def on_test_begin(self, logs=None):
+        if not self._averages_in_model:
+            self.model.optimizer.swap_averages()
+            self._averages_in_model = True
+
+    def on_test_end(self, logs=None):
+        if self._averages_in_model:
+            self.model.optimizer.swap_averages()
+            self._averages_in_model = False
 
 
 def nonfinite_weight(model):

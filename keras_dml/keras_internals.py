@@ -40,6 +40,15 @@ def optimizer_built_for(optimizer):
     return list(optimizer._trainable_variables)
 
 
+def moving_averages(optimizer):
+    """`(variable, its moving average)` pairs of an optimizer built with
+    `use_ema=True`, in build order (`optimizer._trainable_variables` and
+    `optimizer._model_variables_moving_average`)."""
+    return list(
+        zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)
+    )
+
+
 def explicit_strategy(model):
     """The `tf.distribute` strategy a model was created under, or None when
     it was created outside any strategy scope (`model._distribute_strategy`;

@@ -3,6 +3,16 @@
 import keras
 from keras import ops
 
+from keras_dml.keras_internals import moving_averages
+
+
+def averaging_optimizer(optimizer):
+    """The optimizer that keeps `optimizer`'s moving averages of the weights
+    (`use_ema=True`), or None: a `LossScaleOptimizer` keeps them in its inner
+    optimizer."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return inner if getattr(inner, "use_ema", False) else None
+
 
 @keras.saving.register_keras_serializable(package="keras_dml")
 class PeerOptimizers(keras.optimizers.Optimizer):
@@ -163,6 +173,29 @@ class PeerOptimizers(keras.optimizers.Optimizer):
             )
         for i, variable in enumerate(own):
             variable.assign(store[str(i)])
+
+    @property
+    def averages_weights(self):
+        """True when some peer optimizer keeps a moving average of its peer's
+        weights (`use_ema=True`)."""
+        return any(averaging_optimizer(opt) for opt in self._peer_optimizers)
+
+    def swap_averages(self):
+        """Exchanges each averaging peer's weights with their moving averages;
+        a second call swaps them back. Keras's `SwapEMAWeights` does this for
+        one optimizer; here a peer's may sit inside a `LossScaleOptimizer`."""
+        for opt in self._peer_optimizers:
+            averaging = averaging_optimizer(opt)
+            if averaging is None:
+                continue
+            for variable, average in moving_averages(averaging):
+                if average is None:  # Keras keeps no average for some variables.
+                    continue
+                # Through the host, as Keras's own swap off TensorFlow does:
+                # assigning a value read from a variable lazily would alias it.
+                weights = ops.convert_to_numpy(variable)
+                variable.assign(average)
+                average.assign(weights)
 
     def finalize_variable_values(self, var_list):
         # E.g. copies EMA weights into each peer when `use_ema=True`.

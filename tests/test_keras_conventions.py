@@ -268,6 +268,17 @@ def test_optimizer_built_for_lists_the_variables_it_was_built_for():
     ]
 
 
+def test_moving_averages_pairs_each_variable_with_its_average():
+    peer = dense_peer(1)
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5)
+    optimizer.build(peer.trainable_variables)
+    pairs = keras_internals.moving_averages(optimizer)
+    assert [id(v) for v, _ in pairs] == [id(v) for v in peer.trainable_variables]
+    assert [tuple(a.shape) for _, a in pairs] == [
+        tuple(v.shape) for v in peer.trainable_variables
+    ]
+
+
 def test_explicit_strategy_is_none_outside_any_scope():
     outside = dense_peer(1)
     assert keras_internals.explicit_strategy(outside) is None

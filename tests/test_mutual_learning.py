@@ -9,6 +9,9 @@ import tensorflow as tf
 
 import keras_dml
 from keras_dml import losses
+from keras_dml.callbacks import EvaluateOnAverages
+from keras_dml.keras_internals import moving_averages
+from keras_dml.peer_optimizers import averaging_optimizer
 from tests.helpers import (
     NUM_CLASSES,
     assert_weights_close,
@@ -517,6 +520,49 @@ def test_mixed_precision_trains(policy):
     history = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
     assert all(np.isfinite(v) for v in history.history["loss"])
     assert model.evaluate(x, y, verbose=0, return_dict=True)["loss"] < first
+
+
+# ------------------------------------------------- moving averages of weights
+
+
+def _averaging_fit(callbacks):
+    x, y = data(64, seed=3)
+    model = cohort(2)
+    model.compile(
+        keras.optimizers.SGD(0.2, momentum=0.9, use_ema=True, ema_momentum=0.5)
+    )
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        validation_data=(x, y),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return model, history.history, model.evaluate(x, y, verbose=0, return_dict=True)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_validation_sees_the_moving_averages_the_fit_ends_with(policy):
+    """`use_ema=True` per peer optimizer (a float16 peer's inside its
+    LossScaleOptimizer): EvaluateOnAverages validates the averages, and the
+    fit ends with them in the peers."""
+    keras.mixed_precision.set_global_policy(policy)
+    model, history, final = _averaging_fit([EvaluateOnAverages()])
+    assert model.optimizer.averages_weights
+    for name in ("loss", "peer0_ce", "peer1_loss"):
+        assert history[f"val_{name}"][-1] == pytest.approx(final[name], rel=1e-5)
+    for opt in model.peer_optimizers:
+        for variable, average in moving_averages(averaging_optimizer(opt)):
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(variable),
+                keras.ops.convert_to_numpy(average),
+            )
+    # Without it, validation sees the trained weights, which the averages are not.
+    _, unswapped, _ = _averaging_fit([])
+    assert unswapped["val_loss"][-1] != pytest.approx(final["loss"], rel=1e-3)
+    assert unswapped["loss"] == pytest.approx(history["loss"], rel=1e-5)
 
 
 # ---------------------------------------------------- sample and class weights

@@ -17,6 +17,8 @@ from data_fixtures import cifar_arrays, write_cifar10_archive
 
 from keras_dml import models
 from keras_dml.data import cifar10, datasets
+from keras_dml.keras_internals import moving_averages
+from keras_dml.peer_optimizers import averaging_optimizer
 from keras_dml.training import config as settings
 from keras_dml.training.lock import RunFolderInUse, RunLock
 from keras_dml.training.run import check_resume, run, stored_settings
@@ -287,6 +289,54 @@ def test_a_stateful_mimicry_resumes_exactly(tmp_path):
     assert len(cohorts[0].mimicry.weights) > 0
     for a, b in zip(cohorts[0].mimicry.weights, cohorts[1].mimicry.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_moving_averages_are_what_a_run_evaluates_and_resume_exactly(tmp_path):
+    """--ema_decay: cohort.keras holds the averages the last checkpoint keeps
+    beside the trained weights, and a run resumed after its first epoch ends
+    with the uninterrupted run's losses and averages."""
+    given = dict(
+        dataset="digits",
+        smoke_test=True,
+        ema_decay=0.5,
+        epochs=2,
+        deterministic=True,
+        export=False,
+    )
+    results = _smoke(tmp_path / "a", **given)
+    _smoke(tmp_path / "b", **{**given, "epochs": 1})
+    resumed = _smoke(tmp_path / "b", **given)
+    assert [r["loss"] for r in resumed["history"]] == [
+        r["loss"] for r in results["history"]
+    ]
+    assert resumed["top1"] == results["top1"]
+    # Started again when complete, it writes cohort.keras again, with the
+    # averages too (what is checked below).
+    assert _smoke(tmp_path / "a", **given)["top1"] == results["top1"]
+    run_dir = tmp_path / "a" / "run"
+    saved = keras.saving.load_model(run_dir / "cohort.keras", compile=False)
+    last = keras.saving.load_model(run_dir / "checkpoints" / "epoch-0002.keras")
+    resumed_cohort = keras.saving.load_model(
+        tmp_path / "b" / "run" / "cohort.keras", compile=False
+    )
+    for k, opt in enumerate(last.peer_optimizers):
+        pairs = moving_averages(averaging_optimizer(opt))
+        assert [v.path for v, _ in pairs] == [
+            v.path for v in last.peers[k].trainable_variables
+        ]
+        for (_, average), kept, again in zip(
+            pairs,
+            saved.peers[k].trainable_variables,
+            resumed_cohort.peers[k].trainable_variables,
+        ):
+            np.testing.assert_array_equal(kept.numpy(), average.numpy())
+            np.testing.assert_array_equal(again.numpy(), average.numpy())
+        assert any(
+            not np.array_equal(trained.numpy(), average.numpy())
+            for trained, average in pairs
+        )
+    with pytest.raises(ValueError, match=r"--ema_decay must be in \[0, 1\)"):
+        _smoke(tmp_path / "c", **{**given, "ema_decay": 1.0})
 
 
 def test_folder_errors_name_the_path(tmp_path):

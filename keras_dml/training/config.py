@@ -318,6 +318,15 @@ SETTINGS = (
         dataset_default=True,
     ),
     _s(
+        "ema_decay",
+        0.0,
+        "Keep an exponential moving average of each peer's weights with this "
+        "decay per step (the official DML code: 0.9999); validation, the final "
+        "evaluation, cohort.keras and the exports use the averages. 0: off.",
+        "float",
+        "optimizer",
+    ),
+    _s(
         "lr_schedule",
         "constant",
         "Learning-rate schedule: constant, piecewise (x lr_decay after each of "
@@ -665,7 +674,7 @@ def validate(config):
         value = getattr(config, name)
         if not (value >= 0 and math.isfinite(value)):
             problems.append(f"--{name} must be >= 0. Received: {value}")
-    for name in ("beta1", "beta2", "label_smoothing", "dropout"):
+    for name in ("beta1", "beta2", "label_smoothing", "dropout", "ema_decay"):
         value = getattr(config, name)
         if not 0 <= value < 1:
             problems.append(f"--{name} must be in [0, 1). Received: {value}")

@@ -7,7 +7,12 @@ import os
 import keras
 
 from keras_dml import files
-from keras_dml.callbacks import EpochCheckpoint, EpochSummary, StopOnNaN
+from keras_dml.callbacks import (
+    EpochCheckpoint,
+    EpochSummary,
+    EvaluateOnAverages,
+    StopOnNaN,
+)
 from keras_dml.progress import CohortProgbar
 
 
@@ -63,6 +68,8 @@ def fit_with_checkpoints(
             "completed epochs."
         )
     if initial_epoch == epochs:
+        with restore_scope():
+            _use_averages(model)
         return checkpoint.history
     if initial_epoch:
         print(
@@ -80,6 +87,7 @@ def fit_with_checkpoints(
             # EpochSummary's; the bar shows only while an epoch runs, and
             # comes first, so that it is erased before anything else prints.
             callbacks=([CohortProgbar(transient=True)] if verbose else [])
+            + ([EvaluateOnAverages()] if model.optimizer.averages_weights else [])
             + [
                 stop,
                 checkpoint,
@@ -95,7 +103,19 @@ def fit_with_checkpoints(
             f"{stop.message()} The last good checkpoint (epoch "
             f"{last['epoch'] if last else 0}) is in {checkpoint.directory}."
         )
+    # Keras's fit ends so too; this also holds for a run resumed complete.
+    with restore_scope():
+        _use_averages(model)
     return checkpoint.history
+
+
+def _use_averages(model):
+    """Gives each peer with a moving average of its weights (`use_ema=True`)
+    those averages: what the run evaluates, saves and exports. The checkpoints
+    keep the trained weights and the averages, so a run resumed with more
+    epochs continues exactly."""
+    if model.optimizer.averages_weights:
+        model.optimizer.finalize_variable_values(model.trainable_weights)
 
 
 def save_model(model, path):

@@ -341,10 +341,17 @@ def learning_rate(config, steps_per_epoch):
 
 def make_optimizer(config, steps_per_epoch):
     rate = learning_rate(config, steps_per_epoch)
+    # Keras's moving average of the weights, per peer optimizer (the cohort
+    # clones this one for each peer).
+    averaging = {"use_ema": config.ema_decay > 0}
+    if averaging["use_ema"]:
+        averaging["ema_momentum"] = config.ema_decay
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate, beta_1=config.beta1, beta_2=config.beta2)
+        return keras.optimizers.Adam(
+            rate, beta_1=config.beta1, beta_2=config.beta2, **averaging
+        )
     return keras.optimizers.SGD(
-        rate, momentum=config.momentum, nesterov=config.nesterov
+        rate, momentum=config.momentum, nesterov=config.nesterov, **averaging
     )
 
 
