@@ -126,7 +126,10 @@ def test_mimicry_arguments_are_checked_against_the_method():
     message = str(error.value)
     assert "--refresh_steps applies to --mimicry=codistillation only" in message
     assert "--kdcl_variant applies to --mimicry=kdcl only" in message
-    assert "--kdcl_variant must be one of min_logit, naive. Received: max" in message
+    assert (
+        "--kdcl_variant must be one of min_logit, naive, linear. Received: max"
+        in message
+    )
     assert "--teacher_decay must be in [0, 1)" in message
     assert "--mimicry=temporal_mean takes --update=simultaneous only" in message
     config = settings.resolve(

@@ -230,8 +230,10 @@ SETTINGS = (
         "kdcl_variant",
         None,
         "KDCL's teacher (--mimicry=kdcl): min_logit (per class, the smallest "
-        "margin to the true class over the peers) or naive (the peer with the "
-        "lowest cross-entropy); none: min_logit.",
+        "margin to the true class over the peers), naive (the peer with the "
+        "lowest cross-entropy) or linear (the convex combination of the "
+        "peers' logits with the lowest cross-entropy on the batch); none: "
+        "min_logit.",
         "str",
         "dml",
     ),
