@@ -45,6 +45,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_dml.labels import labeled_mask
@@ -207,7 +208,7 @@ class Ensemble(Mimicry):
         return targets
 
 
-KDCL_VARIANTS = ("min_logit", "naive", "linear")
+KDCL_VARIANTS = ("min_logit", "naive", "linear", "general")
 # Exponentiated-gradient steps that fit KDCL-Linear's weights in each training
 # step: for 2-4 peers and random or trained logits, 50 reach the optimum of
 # the convex problem to 1e-9 in cross-entropy (SciPy's SLSQP as reference).
@@ -242,16 +243,26 @@ class KDCL(Mimicry):
       renormalized); w carries no gradient. Unlabeled examples take the
       same weights; a batch without labels, equal ones.
 
+    - "general" (KDCL-General): z_t = sum_m w_m z_m with the weights of the
+      generalized ensemble method (Perrone and Cooper, 1993) fitted on
+      held-out data: with e_m = softmax(z_m) - onehot(y) per held-out
+      example and C_mn = mean(e_m . e_n), w = C^-1 1 / (1^T C^-1 1), the
+      weights summing to 1 that minimise the ensemble's squared error there.
+      They are state of this layer (saved, resumed), equal until refreshed;
+      `RefreshEnsembleWeights(held_out)` refreshes them after every epoch
+      (`scripts/train.py` does, on `--validation_size` images held out of the
+      training set).
+
     "min_logit" and "naive" need the label per example: an unlabeled one
     (label < 0) takes the mean of the peers' logits, z_t = 1/K sum_m z_m
-    (the linear ensemble with equal weights).
+    (the linear ensemble with equal weights). "linear" and "general" weigh
+    unlabeled examples as the others.
 
-    Not here: KDCL-General (weights from the inverse correlation of the
-    peers' errors on held-out data, refreshed per epoch), and the per-peer
-    input distortion: every peer sees the same augmented batch, as in DML.
+    Not here: the per-peer input distortion: every peer sees the same
+    augmented batch, as in DML.
 
     Args:
-        variant: "min_logit", "naive" or "linear".
+        variant: "min_logit", "naive", "linear" or "general".
 
     Reference:
         Guo, Wang, Wu, Yu, Liang, Hu, Luo. "Online Knowledge Distillation via
@@ -266,11 +277,52 @@ class KDCL(Mimicry):
             )
         super().__init__(**kwargs)
         self.variant = variant
+        if variant == "general":
+            self.built = False  # Until `setup` has made the weights.
+
+    def setup(self, peers):
+        if self.variant != "general" or self.built:
+            return
+        self.add_weight(
+            shape=(len(peers),),
+            initializer=keras.initializers.Constant(1.0 / len(peers)),
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+            name="ensemble_weights",
+        )
+        self.built = True
+
+    @property
+    def ensemble_weights(self):
+        """KDCL-General's weights per peer [K] (a variable)."""
+        if self.variant != "general":
+            raise AttributeError(
+                f"Only KDCL('general') keeps ensemble weights; this is "
+                f"KDCL({self.variant!r})."
+            )
+        if not self.weights:
+            raise ValueError(
+                "KDCL('general') makes its weights when its cohort is built."
+            )
+        return self.weights[0]
+
+    def refresh(self, peer_logits, labels):
+        """Sets KDCL-General's weights from the peers' logits on held-out
+        examples (NumPy arrays: K of [n, classes], and [n] labels; unlabeled
+        ones are skipped). Returns the weights."""
+        weights = general_ensemble_weights(peer_logits, labels)
+        if weights is not None:
+            self.ensemble_weights.assign(weights.astype("float32"))
+        return ops.convert_to_numpy(self.ensemble_weights)
 
     def teacher(self, labels, teacher_logits):
         """The teacher's logits z_t [batch, num_classes]."""
         safe_labels, mask = labeled_mask(labels)
         stacked = ops.stack(teacher_logits)  # [K, batch, classes]
+        if self.variant == "general":
+            weights = ops.stop_gradient(ops.convert_to_tensor(self.ensemble_weights))
+            return ops.tensordot(ops.cast(weights, stacked.dtype), stacked, axes=1)
         if self.variant == "linear":
             weights = linear_ensemble_weights(stacked, safe_labels, mask)
             return ops.tensordot(ops.cast(weights, stacked.dtype), stacked, axes=1)
@@ -329,6 +381,78 @@ def linear_ensemble_weights(stacked, labels, mask):
         0, KDCL_LINEAR_ITERATIONS, step, ops.zeros((num_peers,), "float32")
     )
     return ops.stop_gradient(ops.softmax(log_w))
+
+
+def general_ensemble_weights(peer_logits, labels):
+    """The generalized ensemble method's weights [K] (NumPy, float64), or None
+    when no example is labeled: w = C^-1 1 / (1^T C^-1 1), with C the
+    correlation of the peers' errors softmax(z_m) - onehot(y) over the
+    labeled examples. A ridge of 1e-9 trace(C) / K keeps C invertible when two
+    peers err alike; weights may be negative, as the method allows."""
+    labels = np.asarray(labels)
+    labeled = labels >= 0
+    if not labeled.any():
+        return None
+    stacked = np.stack([np.asarray(z, "float64")[labeled] for z in peer_logits])
+    stacked -= stacked.max(axis=-1, keepdims=True)
+    probs = np.exp(stacked)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    errors = probs - np.eye(stacked.shape[-1])[labels[labeled]][None]
+    flat = errors.reshape(len(peer_logits), -1)
+    correlation = flat @ flat.T / labeled.sum()
+    num_peers = len(peer_logits)
+    correlation += np.eye(num_peers) * 1e-9 * max(np.trace(correlation), 1e-12)
+    solved = np.linalg.solve(correlation, np.ones(num_peers))
+    return solved / solved.sum()
+
+
+class RefreshEnsembleWeights(keras.callbacks.Callback):
+    """After every epoch, refits a `KDCL("general")` cohort's ensemble weights
+    on held-out data (never the test set: that would tune on it).
+
+    Put it before any checkpoint callback in `fit`'s list, so that a
+    checkpoint holds the weights the next epoch trains with.
+
+    Args:
+        held_out: a `tf.data.Dataset` or iterable of `(x, y)` batches, or an
+            `(x, y)` pair of arrays.
+        batch_size: the batch size for an `(x, y)` pair.
+    """
+
+    def __init__(self, held_out, batch_size=256):
+        super().__init__()
+        self.held_out = held_out
+        self.batch_size = batch_size
+
+    def _batches(self):
+        if isinstance(self.held_out, tuple) and len(self.held_out) == 2:
+            x, y = self.held_out
+            for start in range(0, len(y), self.batch_size):
+                yield (
+                    x[start : start + self.batch_size],
+                    y[start : start + self.batch_size],
+                )
+        else:
+            for batch in self.held_out:
+                yield batch[0], batch[1]
+
+    def on_epoch_end(self, epoch, logs=None):
+        mimicry = self.model.mimicry
+        if not (isinstance(mimicry, KDCL) and mimicry.variant == "general"):
+            raise ValueError(
+                "RefreshEnsembleWeights refits KDCL('general')'s weights; this "
+                f"cohort's mimicry is {mimicry!r}."
+            )
+        logits, labels = [], []
+        for x, y in self._batches():
+            predicted = self.model.predict_on_batch(x)
+            logits.append([ops.convert_to_numpy(z) for z in predicted])
+            labels.append(np.asarray(ops.convert_to_numpy(y)).reshape(-1))
+        peers = [np.concatenate(per_peer) for per_peer in zip(*logits)]
+        weights = mimicry.refresh(peers, np.concatenate(labels))
+        if logs is not None:
+            for k, w in enumerate(weights):
+                logs[f"peer{k}_ensemble_weight"] = float(w)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

@@ -57,9 +57,15 @@ def _linear_weights(labels, stacked):
     return w
 
 
+def _general_weights(num_peers):
+    return np.linspace(1.0, 2.0, num_peers) / np.linspace(1.0, 2.0, num_peers).sum()
+
+
 def _kdcl_teacher(labels, logits, variant):
     """KDCL's teacher logits, example by example, as the paper defines them."""
     stacked = np.stack(logits)  # [K, batch, classes]
+    if variant == "general":  # The weights the test sets.
+        return np.tensordot(_general_weights(len(logits)), stacked, 1)
     if variant == "linear":
         return np.tensordot(_linear_weights(labels, stacked), stacked, 1)
     teacher = stacked.mean(axis=0)  # Unlabeled: the mean of the logits.
@@ -88,10 +94,14 @@ def test_kdcl_matches_numpy_reference(variant, num_peers):
     labels, logits = _random_logits(num_peers, seed=num_peers)
     temperature, kl_weight = 2.0, 0.7
     teacher = _kdcl_teacher(labels, logits, variant)
+    method = mimicry.KDCL(variant)
+    if variant == "general":
+        method.setup([None] * num_peers)  # Only their number counts.
+        method.ensemble_weights.assign(_general_weights(num_peers))
     # KDCL-Linear's weights are an optimum reached by two iterative methods.
     tolerance = 1e-3 if variant == "linear" else 1e-6
     np.testing.assert_allclose(
-        ops.convert_to_numpy(mimicry.KDCL(variant).teacher(labels, logits)),
+        ops.convert_to_numpy(method.teacher(labels, logits)),
         teacher,
         rtol=tolerance,
         atol=tolerance,
@@ -101,7 +111,7 @@ def test_kdcl_matches_numpy_reference(variant, num_peers):
         logits,
         kl_weight=kl_weight,
         temperature=temperature,
-        mimicry=mimicry.KDCL(variant),
+        mimicry=method,
     )
     for k, term in enumerate(terms):
         kl = _kl(teacher, logits[k], temperature)
@@ -139,6 +149,72 @@ def test_kdcl_linear_weights_are_the_best_convex_combination():
         mimicry.linear_ensemble_weights(stacked, labels, np.zeros(32, "float32"))
     )
     np.testing.assert_allclose(unlabeled, [1 / 3] * 3, atol=1e-7)
+
+
+def test_kdcl_general_weights_minimize_the_held_out_squared_error():
+    """The generalized ensemble method's weights sum to 1 and no other such
+    weights (negative ones included) give the ensemble of probabilities a
+    lower squared error on the held-out examples; for two peers they are the
+    closed form (C22 - C12) / (C11 + C22 - 2 C12)."""
+    labels, logits = _random_logits(3, batch=40, seed=11)
+
+    def squared_error(w):
+        probs = [np.exp(_log_softmax(z.astype("float64"))) for z in logits]
+        labeled = labels >= 0
+        target = np.eye(NUM_CLASSES)[labels[labeled]]
+        mixed = sum(wk * p[labeled] for wk, p in zip(w, probs))
+        return np.mean(np.sum((mixed - target) ** 2, axis=-1))
+
+    weights = mimicry.general_ensemble_weights(logits, labels)
+    assert weights.sum() == pytest.approx(1.0)
+    best = squared_error(weights)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        other = weights + rng.normal(scale=0.3, size=3)
+        other[-1] = 1 - other[:-1].sum()
+        assert best <= squared_error(other) + 1e-12
+    two = mimicry.general_ensemble_weights(logits[:2], labels)
+    probs = [np.exp(_log_softmax(z[labels >= 0].astype("float64"))) for z in logits]
+    errors = [p - np.eye(NUM_CLASSES)[labels[labels >= 0]] for p in probs[:2]]
+    c = [[np.mean(np.sum(a * b, -1)) for b in errors] for a in errors]
+    expected = (c[1][1] - c[0][1]) / (c[0][0] + c[1][1] - 2 * c[0][1])
+    assert two[0] == pytest.approx(expected, rel=1e-6)
+    assert mimicry.general_ensemble_weights(logits, np.full(40, -1)) is None
+
+
+def test_kdcl_general_refreshes_on_held_out_data_and_saves_its_weights(tmp_path):
+    x, y = data(48, seed=4)
+    held_x, held_y = data(24, seed=5)
+    model = _cohort(mimicry.KDCL("general"))
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        callbacks=[mimicry.RefreshEnsembleWeights((held_x, held_y), batch_size=10)],
+        verbose=0,
+    )
+    # Refitted after the last epoch, on the peers as they ended it.
+    expected = mimicry.general_ensemble_weights(
+        [np.asarray(z) for z in model.predict(held_x, verbose=0)], held_y
+    )
+    got = ops.convert_to_numpy(model.mimicry.ensemble_weights)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert not np.allclose(got, 0.5)
+    assert history.history["peer1_ensemble_weight"][-1] == pytest.approx(got[1])
+    model.save(tmp_path / "cohort.keras")
+    loaded = keras.saving.load_model(tmp_path / "cohort.keras")
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(loaded.mimicry.ensemble_weights), got
+    )
+    with pytest.raises(ValueError, match=r"refits KDCL\('general'\)'s weights"):
+        _cohort(mimicry.KDCL("naive")).fit(
+            x,
+            y,
+            epochs=1,
+            callbacks=[mimicry.RefreshEnsembleWeights((held_x, held_y))],
+            verbose=0,
+        )
 
 
 def test_kdcl_min_logit_puts_the_true_class_on_top_of_every_peer():

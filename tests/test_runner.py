@@ -127,8 +127,8 @@ def test_mimicry_arguments_are_checked_against_the_method():
     assert "--refresh_steps applies to --mimicry=codistillation only" in message
     assert "--kdcl_variant applies to --mimicry=kdcl only" in message
     assert (
-        "--kdcl_variant must be one of min_logit, naive, linear. Received: max"
-        in message
+        "--kdcl_variant must be one of min_logit, naive, linear, general. "
+        "Received: max" in message
     )
     assert "--teacher_decay must be in [0, 1)" in message
     assert "--mimicry=temporal_mean takes --update=simultaneous only" in message
@@ -340,6 +340,45 @@ def test_moving_averages_are_what_a_run_evaluates_and_resume_exactly(tmp_path):
         )
     with pytest.raises(ValueError, match=r"--ema_decay must be in \[0, 1\)"):
         _smoke(tmp_path / "c", **{**given, "ema_decay": 1.0})
+
+
+def test_kdcl_general_fits_on_held_out_images_and_resumes_exactly(tmp_path):
+    """Its weights are refitted after each epoch on --validation_size images,
+    before the checkpoint: a run resumed after its first epoch ends with the
+    uninterrupted run's losses and weights. Without held-out images it is
+    refused (the test set must not fit them)."""
+    given = dict(
+        dataset="digits",
+        smoke_test=True,
+        mimicry="kdcl",
+        kdcl_variant="general",
+        validation_size=30,
+        epochs=2,
+        deterministic=True,
+        export=False,
+    )
+    with pytest.raises(ValueError, match="give --validation_size > 0"):
+        _smoke(tmp_path / "refused", **{**given, "validation_size": 0})
+    results = _smoke(tmp_path / "a", **given)
+    weights = [
+        [row[f"peer{k}_ensemble_weight"] for k in range(2)]
+        for row in results["history"]
+    ]
+    assert all(sum(w) == pytest.approx(1.0, abs=1e-5) for w in weights)
+    assert weights[0] != weights[1]
+    _smoke(tmp_path / "b", **{**given, "epochs": 1})
+    resumed = _smoke(tmp_path / "b", **given)
+    assert [r["loss"] for r in resumed["history"]] == [
+        r["loss"] for r in results["history"]
+    ]
+    cohorts = [
+        keras.saving.load_model(tmp_path / run / "run" / "cohort.keras", compile=False)
+        for run in ("a", "b")
+    ]
+    np.testing.assert_array_equal(
+        cohorts[0].mimicry.ensemble_weights.numpy(),
+        cohorts[1].mimicry.ensemble_weights.numpy(),
+    )
 
 
 def test_folder_errors_name_the_path(tmp_path):

@@ -231,9 +231,10 @@ SETTINGS = (
         None,
         "KDCL's teacher (--mimicry=kdcl): min_logit (per class, the smallest "
         "margin to the true class over the peers), naive (the peer with the "
-        "lowest cross-entropy) or linear (the convex combination of the "
-        "peers' logits with the lowest cross-entropy on the batch); none: "
-        "min_logit.",
+        "lowest cross-entropy), linear (the convex combination of the "
+        "peers' logits with the lowest cross-entropy on the batch) or general "
+        "(weights from the peers' error correlation on the --validation_size "
+        "images, refitted after every epoch); none: min_logit.",
         "str",
         "dml",
     ),
@@ -544,6 +545,12 @@ def _mimicry_problems(config):
         problems.append(
             f"--kdcl_variant must be one of "
             f"{', '.join(mimicry_methods.KDCL_VARIANTS)}. Received: {variant}"
+        )
+    if config.mimicry == "kdcl" and variant == "general" and not config.validation_size:
+        problems.append(
+            "--kdcl_variant=general fits its ensemble weights on images held out "
+            "of the training set after every epoch (never on the test set): give "
+            "--validation_size > 0."
         )
     decay = config.teacher_decay
     if decay is not None and not 0 <= decay < 1:

@@ -32,6 +32,7 @@ def fit_with_checkpoints(
     validation_name="test",
     verbose=1,
     restore_scope=contextlib.nullcontext,
+    callbacks=(),
 ):
     """Resumes from `restore_from/checkpoints` and trains up to `epochs`.
 
@@ -44,6 +45,8 @@ def fit_with_checkpoints(
             devices' scope, where multi-worker variables load collectively.
         validation_name: what `validation_data` is ("test" or "validation"),
             as the epoch summary names it.
+        callbacks: more callbacks, run at each epoch's end before the
+            checkpoint is written (so that it holds what they change).
 
     Returns:
         The logs of every completed epoch (a list of dicts with "epoch").
@@ -88,6 +91,7 @@ def fit_with_checkpoints(
             # comes first, so that it is erased before anything else prints.
             callbacks=([CohortProgbar(transient=True)] if verbose else [])
             + ([EvaluateOnAverages()] if model.optimizer.averages_weights else [])
+            + list(callbacks)
             + [
                 stop,
                 checkpoint,

@@ -412,6 +412,16 @@ def build_cohort(config, data, steps_per_epoch):
     return model
 
 
+def _method_callbacks(model, data):
+    """What the cohort's mimicry method needs during `fit`: KDCL-General
+    refits its weights on the held-out split (`config.validate` made sure
+    there is one, so `data.validation` is not the test set)."""
+    method = model.mimicry
+    if isinstance(method, mimicry_methods.KDCL) and method.variant == "general":
+        return [mimicry_methods.RefreshEnsembleWeights(data.validation)]
+    return []
+
+
 def _training_data(config, data, devices, initial_epoch):
     return devices.training_data(
         lambda input_context: data.train(
@@ -524,6 +534,7 @@ def run(config):
             validation_data=data.validation,
             validation_name=data.validation_name,
             verbose=config.verbose,
+            callbacks=_method_callbacks(model, data),
         )
         evaluation = data.evaluate(model, verbose=0)
         with loop.writing_outputs(write_to):
