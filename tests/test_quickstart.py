@@ -207,7 +207,15 @@ def test_compare_mimicry_runs_every_method_with_step_times(tmp_path):
     table = (tmp_path / "table.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[0] == "| variant | cnn_small | cnn_wide | ensemble | step time |"
-    methods = ["DML", "KDCL-MinLogit", "KDCL-Naive", "temporal mean", "codistillation"]
+    methods = [
+        "DML",
+        "KDCL-MinLogit",
+        "KDCL-Naive",
+        "KDCL-Linear",
+        "KDCL-General",
+        "temporal mean",
+        "codistillation",
+    ]
     assert [r.split("|")[1].strip() for r in lines[2:]] == [
         "independent",
         *methods,
@@ -216,6 +224,10 @@ def test_compare_mimicry_runs_every_method_with_step_times(tmp_path):
     assert re.search(r"\| \d+\.\d\dx \|$", lines[3])  # DML's relative step time.
     stored = json.loads((tmp_path / "seed0/temporal_mean/config.json").read_text())
     assert stored["mimicry"] == "temporal_mean" and stored["teacher_decay"] == 0.9
+    # Every variant holds the same 100 images out: KDCL-General fits on them.
+    for variant in ("independent", "kdcl-general"):
+        stored = json.loads((tmp_path / f"seed0/{variant}/config.json").read_text())
+        assert stored["validation_size"] == 100
     assert not (tmp_path / "seed0" / "dml" / "export").exists()
     assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
