@@ -385,7 +385,8 @@ def linear_ensemble_weights(stacked, labels, mask):
 
 def general_ensemble_weights(peer_logits, labels):
     """The generalized ensemble method's weights [K] (NumPy, float64), or None
-    when no example is labeled: w = C^-1 1 / (1^T C^-1 1), with C the
+    when no example is labeled or a peer's logits are not finite (a diverged
+    run: the NaN stop then ends it): w = C^-1 1 / (1^T C^-1 1), with C the
     correlation of the peers' errors softmax(z_m) - onehot(y) over the
     labeled examples. A ridge of 1e-9 trace(C) / K keeps C invertible when two
     peers err alike; weights may be negative, as the method allows."""
@@ -394,6 +395,8 @@ def general_ensemble_weights(peer_logits, labels):
     if not labeled.any():
         return None
     stacked = np.stack([np.asarray(z, "float64")[labeled] for z in peer_logits])
+    if not np.all(np.isfinite(stacked)):
+        return None
     stacked -= stacked.max(axis=-1, keepdims=True)
     probs = np.exp(stacked)
     probs /= probs.sum(axis=-1, keepdims=True)

@@ -180,6 +180,8 @@ def test_kdcl_general_weights_minimize_the_held_out_squared_error():
     expected = (c[1][1] - c[0][1]) / (c[0][0] + c[1][1] - 2 * c[0][1])
     assert two[0] == pytest.approx(expected, rel=1e-6)
     assert mimicry.general_ensemble_weights(logits, np.full(40, -1)) is None
+    diverged = [logits[0], np.full_like(logits[1], np.nan), logits[2]]
+    assert mimicry.general_ensemble_weights(diverged, labels) is None
 
 
 def test_kdcl_general_refreshes_on_held_out_data_and_saves_its_weights(tmp_path):
