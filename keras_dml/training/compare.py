@@ -295,6 +295,8 @@ def write_comparison(output_dir, results, title, step_times=False, started=None)
                 f"{title}: paired difference from {baseline}, mean of {seeds} seed(s)",
                 baseline,
                 names=display,
+                # The split evaluated each epoch: the held-out one if any.
+                split="validation" if first["flags"].get("validation_size") else "test",
             )
         summary = {
             "table": table,

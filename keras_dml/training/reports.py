@@ -58,9 +58,10 @@ def accuracy_series(history, metric="accuracy", prefix="val_"):
     return series
 
 
-def plot_differences(path, differences, title, baseline, names=None):
+def plot_differences(path, differences, title, baseline, names=None, split="test"):
     """Saves a PNG with one panel per peer and the ensemble: each variant's
-    per-epoch test top-1 minus the baseline's, in points.
+    per-epoch top-1 on `split` (what was evaluated each epoch: "test" or
+    "validation") minus the baseline's, in points.
 
     Args:
         differences: `{variant: {"peer0" | ... | "ensemble": [(epoch,
@@ -91,7 +92,7 @@ def plot_differences(path, differences, title, baseline, names=None):
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    panels[0][0].set_ylabel(f"test top-1 − {baseline} (points)")
+    panels[0][0].set_ylabel(f"{split} top-1 − {baseline} (points)")
     panels[0][-1].legend(fontsize=8)
     figure.suptitle(title)
     save_figure(figure, path)
