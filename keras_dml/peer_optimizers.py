@@ -14,6 +14,13 @@ def averaging_optimizer(optimizer):
     return inner if getattr(inner, "use_ema", False) else None
 
 
+def _assign_copy(variable, value):
+    """`variable.assign(value)` with a buffer of its own: on JAX, Keras's
+    assign keeps `value`'s own array, and a later step that donates either
+    variable's buffer would free both."""
+    variable.assign(ops.copy(ops.convert_to_tensor(value)))
+
+
 @keras.saving.register_keras_serializable(package="keras_dml")
 class PeerOptimizers(keras.optimizers.Optimizer):
     """Holds one optimizer per peer; what `MutualLearningModel.optimizer` is.
@@ -191,16 +198,25 @@ class PeerOptimizers(keras.optimizers.Optimizer):
             for variable, average in moving_averages(averaging):
                 if average is None:  # Keras keeps no average for some variables.
                     continue
-                # Through the host, as Keras's own swap off TensorFlow does:
-                # assigning a value read from a variable lazily would alias it.
                 weights = ops.convert_to_numpy(variable)
-                variable.assign(average)
+                _assign_copy(variable, average)
                 average.assign(weights)
 
     def finalize_variable_values(self, var_list):
-        # E.g. copies EMA weights into each peer when `use_ema=True`.
+        """Puts each averaging peer's moving averages (`use_ema=True`) into
+        its weights, as Keras's `fit` does at its end; other peer optimizers
+        finalize as they do on their own."""
         for opt, variables in zip(self._peer_optimizers, self._groups()):
-            opt.finalize_variable_values(variables)
+            averaging = averaging_optimizer(opt)
+            if averaging is None:
+                opt.finalize_variable_values(variables)
+                continue
+            # Not Keras's own finalize: it assigns the average's buffer
+            # itself, which JAX's next donating step (e.g. `evaluate`) then
+            # frees under both variables.
+            for variable, average in moving_averages(averaging):
+                if average is not None:
+                    _assign_copy(variable, average)
 
     def get_config(self):
         return {
