@@ -47,7 +47,11 @@ def _fresh_keras_state():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
+    # Without its `gc.collect()`: even with the imports frozen, a full
+    # collection after every test cost 0.46 s on average (282 s of worker
+    # time in a 2026-12-03 run). A test's cyclic garbage (layers and their
+    # models) waits for Python's automatic collections instead.
+    keras.backend.clear_session(free_memory=False)
 
 
 def pytest_collection_modifyitems(config, items):
