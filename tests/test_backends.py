@@ -165,7 +165,8 @@ def test_the_core_test_files_pass_on(backend):
             # without its expensive LLVM passes compiles them faster (the
             # JAX run from a cold cache: 134 s -> 110 s); the numbers that
             # must agree across backends are checked above, fully optimised.
-            "XLA_FLAGS": "--xla_backend_optimization_level=0"
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+            + " --xla_backend_optimization_level=0"
             " --xla_llvm_disable_expensive_passes=true",
         },
     )
