@@ -2,17 +2,17 @@
 steps on the Keras backend named by KERAS_BACKEND and saves every weight.
 
 python tests/backend_step_job.py OUT.npz [--init INIT.npz] [--data_parallel]
-    [--save COHORT.keras | --load COHORT.keras] [--save_images COHORT.keras]
+    [--save COHORT.keras | --load COHORT.keras]
 
 Without --init, the cohorts' initial weights are saved to OUT's
 `<case>/init/<i>` entries; with it, each cohort starts from those (initial
-weights are drawn differently on each backend). --data_parallel runs under
-`keras.distribution.DataParallel` over every device (the test gives JAX two
-host devices). --save writes the last cohort as a .keras file, --load reads
-one written on another backend; either stores its weights and optimizer
-state in OUT's `keras_file/` entries. --save_images trains and saves a
-cohort of two small convolutional peers on 8x8 RGB images (for
-scripts/export_peers.py, which serves images).
+weights are drawn differently on each backend). --data_parallel then trains
+the same cases again under `keras.distribution.DataParallel` over every
+device (the test gives JAX two host devices) and stores them under
+`parallel/`: in the same process, one start-up less. --save writes the
+last cohort as a .keras file, --load reads one written on another backend;
+either stores its weights and optimizer state in OUT's `keras_file/`
+entries.
 """
 
 import argparse
@@ -30,7 +30,6 @@ from tests.helpers import (  # noqa: E402
     NUM_FEATURES,
     data,
     dense_peer,
-    image_peer,
 )
 
 # (name, update, mimicry, unlabeled examples per batch of 8)
@@ -82,29 +81,10 @@ def cohort(update, mimicry):
     return model
 
 
-def image_cohort():
-    model = keras_dml.MutualLearningModel([image_peer(1), image_peer(3)])
-    model.compile(keras.optimizers.SGD(0.1))
-    rng = np.random.default_rng(0)
-    images = rng.uniform(size=(16, 8, 8, 3)).astype("float32")
-    model.fit(images, rng.integers(0, NUM_CLASSES, 16), batch_size=8, verbose=0)
-    return model
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out")
-    parser.add_argument("--init")
-    parser.add_argument("--data_parallel", action="store_true")
-    parser.add_argument("--save")
-    parser.add_argument("--load")
-    parser.add_argument("--save_images")
-    args = parser.parse_args()
-    if args.data_parallel:
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-    init = None
-    if args.init:
-        init = {k: v for k, v in np.load(args.init).items() if "/init/" in k}
+def train_cases(init, prefix=""):
+    """Two steps of every case, from `init`'s weights or (without it) from
+    new ones, stored under `<case>/init/`. Returns the entries to save and
+    the last cohort."""
     saved = {}
     for name, update, mimicry, unlabeled in CASES:
         model = cohort(update, mimicry)
@@ -118,9 +98,24 @@ def main():
         for step in range(2):
             batch = slice(8 * step, 8 * (step + 1))
             logs = model.train_on_batch(x[batch], y[batch], return_dict=True)
-        saved[f"{name}/loss"] = np.float32(logs["loss"])
+        saved[f"{prefix}{name}/loss"] = np.float32(logs["loss"])
         for i, weight in enumerate(model.get_weights()):
-            saved[f"{name}/after/{i}"] = np.asarray(weight)
+            saved[f"{prefix}{name}/after/{i}"] = np.asarray(weight)
+    return saved, model
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--init")
+    parser.add_argument("--data_parallel", action="store_true")
+    parser.add_argument("--save")
+    parser.add_argument("--load")
+    args = parser.parse_args()
+    init = None
+    if args.init:
+        init = {k: v for k, v in np.load(args.init).items() if "/init/" in k}
+    saved, model = train_cases(init)
     # Mixed precision (bfloat16 on CPU): the cohort trains, losses finite.
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     mixed = cohort("simultaneous", "pairwise")
@@ -135,15 +130,16 @@ def main():
     if args.save or args.load:
         state = [*model.get_weights(), *(v.numpy() for v in model.optimizer.variables)]
         saved.update({f"keras_file/{i}": np.asarray(v) for i, v in enumerate(state)})
-    if args.save_images:
-        image_cohort().save(args.save_images)
+    print(f"{keras.backend.backend()} on 1 device")
+    if args.data_parallel:
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        parallel, _ = train_cases(init, prefix="parallel/")
+        saved.update(parallel)
+        devices = len(keras.distribution.list_devices())
+        print(f"{keras.backend.backend()} on {devices} devices in parallel")
     if init is not None:
         saved.update(init)
     np.savez(args.out, **saved)
-    # keras.distribution has no PyTorch implementation: one device there.
-    torch = keras.backend.backend() == "torch"
-    devices = 1 if torch else len(keras.distribution.list_devices())
-    print(f"{keras.backend.backend()} on {devices} device(s)")
 
 
 if __name__ == "__main__":

@@ -47,13 +47,13 @@ def test_two_steps_give_the_same_weights_on_every_backend(tmp_path):
     temporal mean teachers; BatchNorm, per-peer optimizers (SGD with
     Nesterov, Adam, SGD), auxiliary logits, an L2 regularizer, temperature
     and label smoothing; TensorFlow, JAX and PyTorch. Also: a .keras file
-    crosses from TensorFlow to the others, a cohort trained on JAX is
-    exported for TF Serving, and JAX's DataParallel matches one device."""
+    crosses from TensorFlow to the others, and JAX's DataParallel over two
+    host devices matches one device. (A run trained on JAX and exported for
+    TF Serving: tests/test_runner_backends.py.)"""
     cohort_file = str(tmp_path / "cohort.keras")
     stdout, tensorflow = _job("tensorflow", tmp_path / "tf.npz", "--save", cohort_file)
     assert "tensorflow on 1 device" in stdout
     init = str(tmp_path / "tf.npz")
-    jax_images = str(tmp_path / "jax_images.keras")
     stdout, jax = _job(
         "jax",
         tmp_path / "jax.npz",
@@ -61,10 +61,10 @@ def test_two_steps_give_the_same_weights_on_every_backend(tmp_path):
         init,
         "--load",
         cohort_file,
-        "--save_images",
-        jax_images,
+        "--data_parallel",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
     )
-    assert "jax on 1 device" in stdout
+    assert "jax on 1 device" in stdout and "jax on 2 devices in parallel" in stdout
     stdout, torch = _job(
         "torch", tmp_path / "torch.npz", "--init", init, "--load", cohort_file
     )
@@ -87,39 +87,11 @@ def test_two_steps_give_the_same_weights_on_every_backend(tmp_path):
     _assert_same_training(jax, tensorflow)
     _assert_same_training(torch, tensorflow)
 
-    # A cohort trained on JAX is exported for TF Serving by the script, which
-    # runs on TensorFlow.
-    export = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(
-                os.path.dirname(os.path.dirname(JOB)), "scripts", "export_peers.py"
-            ),
-            f"--model={jax_images}",
-            f"--export_dir={tmp_path / 'served'}",
-            "--preprocessing=unit",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert export.returncode == 0, export.stderr[-3000:]
-    for name in ("image_peer_1", "image_peer_3", "ensemble"):
-        assert (tmp_path / "served" / name / "1" / "saved_model.pb").exists()
-
     # keras.distribution.DataParallel over two host devices: the global
     # batch's step, as on one device.
-    stdout, parallel = _job(
-        "jax",
-        tmp_path / "jax_parallel.npz",
-        "--init",
-        init,
-        "--data_parallel",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-    )
-    assert "jax on 2 device(s)" in stdout
-    _assert_same_training(parallel, jax)
+    parallel = {k[len("parallel/") :]: v for k, v in jax.items() if "parallel/" in k}
+    one_device = {k: v for k, v in jax.items() if "parallel/" not in k}
+    _assert_same_training(parallel, one_device)
 
 
 # The core test files (the loss, the mimicry methods, the cohort's steps,
