@@ -78,10 +78,26 @@ def test_train_then_evaluate(tmp_path):
     assert (tmp_path / "eval" / "reid_results.md").read_text().startswith(COLUMNS)
 
 
+def test_bad_settings_are_named_before_anything_loads(tmp_path):
+    # In this process (the subprocesses below show how the scripts print it).
+    from keras_dml.saving import load_keras_file
+    from keras_dml.training import config as settings
+
+    with pytest.raises(ValueError, match="unknown peer 'vgg'"):
+        settings.resolve(
+            {
+                "dataset": "market1501",
+                "peers": ("mobilenet", "vgg"),
+                "model_dir": str(tmp_path),
+            }
+        )
+    with pytest.raises(FileNotFoundError, match="/nonexistent.keras does not"):
+        load_keras_file("/nonexistent.keras", "--model")
+
+
 @pytest.mark.parametrize(
     "script, flags, message",
     [
-        ("train_market1501.py", ["--peers=mobilenet,vgg"], "unknown peer 'vgg'"),
         (
             "train_market1501.py",
             ["--data_dir=/nonexistent"],
