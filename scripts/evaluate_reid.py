@@ -16,6 +16,7 @@ _cli.quiet_tensorflow()
 from absl import flags, logging  # noqa: E402
 
 import keras_dml  # noqa: E402,F401  (registers the saved classes)
+from keras_dml.data.market1501 import market1501_dataset  # noqa: E402
 from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
 from keras_dml.files import ensure_writable_dir, writing  # noqa: E402
 from keras_dml.mutual_learning import MutualLearningModel  # noqa: E402
@@ -65,14 +66,19 @@ def main(argv):
     model, peers = _load(FLAGS.model)
     image_size = tuple(peers[0].inputs[0].shape[1:3])
     ensure_writable_dir(FLAGS.output_dir, "--output_dir")
+    normalization = FLAGS.normalization or normalization_of(peers)
+
+    def splits(split):
+        return market1501_dataset(
+            FLAGS.data_dir,
+            split,
+            image_size=image_size,
+            batch_size=FLAGS.batch_size,
+            normalization=normalization,
+        )
+
     results = evaluate_cohort(
-        model,
-        FLAGS.data_dir,
-        image_size=image_size,
-        normalization=FLAGS.normalization or normalization_of(peers),
-        batch_size=FLAGS.batch_size,
-        metric=FLAGS.metric,
-        flip=FLAGS.flip_test,
+        model, splits, metric=FLAGS.metric, flip=FLAGS.flip_test
     )
     title = " + ".join(p.name for p in peers) + " on Market-1501"
     with writing(FLAGS.output_dir):

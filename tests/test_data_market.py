@@ -322,3 +322,51 @@ def test_queries_without_any_gallery_match_stop_the_run_before_training(tmp_path
     with pytest.raises(ValueError, match="none of the .* query images has a match"):
         run(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_two_workers_train_on_disjoint_halves_of_each_global_batch(tree):
+    """What each worker of a multi-worker Market-1501 run feeds: the dataset's
+    training pipeline as the runner asks for it (`LoadedData.train` with an
+    input context), with its flips and random erasing, is half of every
+    global batch one process sees, epoch after epoch. (The runner's
+    multi-worker training itself: tests/test_multi_worker_runner.py.)"""
+    from keras_dml.data import datasets
+    from keras_dml.training import config as settings
+
+    config = settings.resolve(
+        {
+            "dataset": "market1501",
+            "smoke_test": True,
+            "data_dir": str(tree),
+            "model_dir": "unused",
+            "random_erasing": 0.5,
+            "batch_size": 4,
+            "image_size": (32, 16),
+        }
+    )
+    data = datasets.get("market1501").load(config)
+    one_process = [
+        (x.numpy(), y.numpy()) for x, y in data.train(7, 2, 0, input_context=None)
+    ]
+    workers = [
+        [
+            (x.numpy(), y.numpy())
+            for x, y in data.train(
+                7,
+                2,
+                0,
+                input_context=tf.distribute.InputContext(
+                    num_input_pipelines=2,
+                    input_pipeline_id=worker,
+                    num_replicas_in_sync=2,
+                ),
+            )
+        ]
+        for worker in range(2)
+    ]
+    assert len(one_process) >= 2 and all(len(w) == len(one_process) for w in workers)
+    for step, (images, labels) in enumerate(one_process):
+        halves = [workers[0][step], workers[1][step]]
+        assert [len(h[1]) for h in halves] == [2, 2]
+        np.testing.assert_array_equal(np.concatenate([h[1] for h in halves]), labels)
+        np.testing.assert_array_equal(np.concatenate([h[0] for h in halves]), images)

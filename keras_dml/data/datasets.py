@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from keras_dml import models
+
 # fashion_mnist and mnist register themselves when imported.
 from keras_dml.data import (  # noqa: F401
     cifar10,
@@ -25,12 +27,13 @@ from keras_dml.data.normalization import NORMALIZATIONS
 from keras_dml.data.registry import (
     Dataset,
     LoadedData,
+    Top1,
     array_data,
     array_loader,
     get,
     register,
-    top1,
 )
+from keras_dml.reid.report import Ranking
 
 
 def _load_digits(config):
@@ -59,6 +62,21 @@ def _load_digits(config):
         flip=False,
         validation_size=config.validation_size,
     )
+
+
+def _check_digits(config):
+    held = config.validation_size if isinstance(config.validation_size, int) else 0
+    if not (
+        isinstance(config.train_size, int)
+        and config.train_size >= 10
+        and config.train_size + held <= 1000
+    ):
+        return [
+            "--train_size must be in 10..1000, with --validation_size, together "
+            "(the rest of the 1,797 digits are the test set). Received: "
+            f"--train_size={config.train_size}, --validation_size={held}"
+        ]
+    return []
 
 
 def _load_folder(config):
@@ -109,7 +127,7 @@ def _load_folder(config):
         preprocessing="imagenet",
         train=make_train,
         validation=validation,
-        evaluate=top1(validation),
+        evaluation=Top1(validation),
         class_names=tuple(train.class_names),
     )
 
@@ -117,9 +135,20 @@ def _load_folder(config):
 # ------------------------------------------------------------------- re-ID
 
 
-def _load_market(config):
-    from keras_dml.reid.report import evaluate_cohort
+def _check_market(config):
+    # Named peers only (an unknown name is the settings' own problem).
+    peers = [models.canonical_name(p) for p in config.peers or ()]
+    not_reid = [p for p in peers if p in models.NAMES and p not in models.REID_NAMES]
+    if not_reid:
+        return [
+            f"--peers: --dataset={config.dataset} ranks images by the peers' "
+            f"embeddings; {not_reid[0]} has none. Re-ID peers: "
+            f"{', '.join(models.REID_NAMES)}"
+        ]
+    return []
 
+
+def _load_market(config):
     if config.data_dir is None:
         raise ValueError(
             f"--dataset=market1501 needs --data_dir. {market1501.DOWNLOAD_HINT}"
@@ -148,17 +177,14 @@ def _load_market(config):
             input_context=input_context,
         )
 
-    def evaluate(model, verbose=0):
-        reid = evaluate_cohort(
-            model,
+    def splits(split):  # The query and the gallery, for the ranking.
+        return market1501.market1501_dataset(
             config.data_dir,
+            split,
             image_size=size,
+            batch_size=64,
             normalization=normalization,
-            metric=config.metric,
-            flip=config.flip_test,
-            verbose=verbose,
         )
-        return {"reid": reid}
 
     return LoadedData(
         num_classes=int(train.labels.max()) + 1,
@@ -167,7 +193,7 @@ def _load_market(config):
         preprocessing=normalization,
         train=make_train,
         validation=None,
-        evaluate=evaluate,
+        evaluation=Ranking(splits, metric=config.metric, flip=config.flip_test),
     )
 
 
@@ -192,7 +218,7 @@ _SMALL = {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2}
 for _dataset in (
     Dataset(
         "cifar100",
-        "classification",
+        Top1,
         _CIFAR100_DEFAULTS,
         _SMALL,
         array_loader(
@@ -209,7 +235,7 @@ for _dataset in (
     ),
     Dataset(
         "cifar10",
-        "classification",
+        Top1,
         _CIFAR100_DEFAULTS,
         _SMALL,
         array_loader(
@@ -226,7 +252,7 @@ for _dataset in (
     ),
     Dataset(
         "market1501",
-        "reid",
+        Ranking,
         {
             # The official DML code's: MobileNet v1 from ImageNet weights, Adam
             # lr 2e-4 (beta1 0.5), batch 16, label smoothing 0.1.
@@ -244,10 +270,11 @@ for _dataset in (
         _load_market,
         "Market-1501 person re-identification (its zip or folder)",
         market1501.DOWNLOAD_HINT,
+        check=_check_market,
     ),
     Dataset(
         "folder",
-        "classification",
+        Top1,
         {
             "peers": ("resnet20", "resnet20"),
             "epochs": 30,
@@ -262,7 +289,7 @@ for _dataset in (
     ),
     Dataset(
         "digits",
-        "classification",
+        Top1,
         {
             # scikit-learn's bundled 8x8 digits, 300 training images (the
             # quickstart adds its validation split and chosen settings).
@@ -277,6 +304,7 @@ for _dataset in (
         _SMALL,
         _load_digits,
         "scikit-learn's bundled handwritten digits (no download)",
+        check=_check_digits,
     ),
 ):
     register(_dataset)

@@ -130,12 +130,13 @@ _load = registry.array_loader(
 DATASET = registry.register(
     registry.Dataset(
         NAME,
-        "classification",
+        registry.Top1,
         idx.DEFAULTS,
         registry.SMOKE,
         _load,
         "Fashion-MNIST (Debian's dataset-fashion-mnist, keras's cache or download, "
         "or --data_dir with its IDX files)",
         DOWNLOAD_HINT,
+        check=registry.check_train_size,
     )
 )

@@ -152,12 +152,13 @@ _load = registry.array_loader(
 DATASET = registry.register(
     registry.Dataset(
         NAME,
-        "classification",
+        registry.Top1,
         idx.DEFAULTS,
         registry.SMOKE,
         _load,
         "MNIST (keras's mnist.npz, cached or downloaded, or --data_dir with it or "
         "its IDX files)",
         DOWNLOAD_HINT,
+        check=registry.check_train_size,
     )
 )

@@ -1,10 +1,13 @@
 """The dataset registry: each dataset a training run can use, declared once.
 
 A dataset gives its number of classes, its input normalization, its default
-settings (peers, epochs, optimizer, ...), its training pipeline built from
-(seed, epoch, input context) so that exact resume and multi-worker slicing
-hold, and its evaluation (top-1 for classification, CMC/mAP for re-ID).
-`keras_dml.training.run` does the rest the same way for all.
+settings (peers, epochs, optimizer, ...), its own checks of the settings, its
+training pipeline built from (seed, epoch, input context) so that exact
+resume and multi-worker slicing hold, and its evaluation: an object that
+evaluates a trained cohort and writes its own report (`Top1` here for
+classification; `keras_dml.reid.report.Ranking` for re-ID).
+`keras_dml.training.run` does the rest the same way for all, without asking
+which kind of dataset it has.
 
 A dataset's module calls `register(Dataset(...))` when it is imported;
 `keras_dml.data.datasets` imports every built-in one. `array_data` builds the
@@ -34,7 +37,8 @@ class LoadedData:
             the training epochs from `initial_epoch` on.
         validation: the split evaluated after every epoch, as `(images,
             labels)` batches, or None (re-ID evaluates by ranking instead).
-        evaluate: `(model, verbose) -> results` at the end of training.
+        evaluation: what evaluates the trained cohort at the end and writes
+            its report (`Top1`, `keras_dml.reid.report.Ranking`).
         validation_name: what `validation` is: "validation" (held out of the
             training set, for choices made while developing) or "test".
         train_batches: the training split as evaluation batches (no
@@ -51,7 +55,7 @@ class LoadedData:
     preprocessing: object
     train: Callable
     validation: object
-    evaluate: Callable
+    evaluation: object
     validation_name: str = "test"
     train_batches: object = None
     test_batches: object = None
@@ -68,22 +72,37 @@ class Dataset:
 
     Attributes:
         name: the `--dataset` value.
-        task: "classification" (top-1) or "reid" (CMC / mAP ranking).
+        evaluation: the class of its `LoadedData.evaluation` (`Top1`, or
+            `keras_dml.reid.report.Ranking`): what the experiment scripts ask
+            before any run (whether there is a top-1 to compare).
         defaults: settings this dataset changes (see
             `keras_dml.training.config.SETTINGS`).
         smoke_defaults: settings of `--smoke_test` runs.
         load: `config -> LoadedData`; reads and checks the data, writes nothing.
         description: one line for `--help` and errors.
         download_hint: how to get the data, said when `--data_dir` is wrong.
+        check: `config -> [problem, ...]`, the dataset's own checks of the
+            settings (each problem one line naming its flag), run with every
+            other check before anything is read or written.
     """
 
     name: str
-    task: str
+    evaluation: type
     defaults: dict
     smoke_defaults: dict
     load: Callable
     description: str
     download_hint: str = ""
+    check: Callable = lambda config: []
+
+
+def check_train_size(config):
+    """`Dataset.check` of a dataset that trains on a subset of
+    `--train_size` images when given: at least 10."""
+    size = config.train_size
+    if size is not None and not (isinstance(size, int) and size >= 10):
+        return [f"--train_size must be >= 10. Received: {size}"]
+    return []
 
 
 REGISTRY = {}
@@ -115,9 +134,18 @@ def get(name):
 # ---------------------------------------------------------- classification
 
 
-def top1(validation):
-    def evaluate(model, verbose=0):
-        logs = model.evaluate(validation, return_dict=True, verbose=verbose)
+class Top1:
+    """A classification dataset's evaluation: the top-1 accuracy of every
+    peer and the ensemble on the test split, in `results.json` (the runner
+    plots the per-epoch curves for every dataset)."""
+
+    compares_top1 = True  # The experiment scripts compare it across variants.
+
+    def __init__(self, test):
+        self.test = test
+
+    def evaluate(self, model, verbose=0):
+        logs = model.evaluate(self.test, return_dict=True, verbose=verbose)
         top1 = {
             f"peer{i}": float(logs[f"peer{i}_accuracy"])
             for i in range(len(model.peers))
@@ -125,7 +153,10 @@ def top1(validation):
         top1["ensemble"] = float(logs["ensemble_accuracy"])
         return {"top1": top1}
 
-    return evaluate
+    def report(self, directory, evaluation, title):
+        """Writes nothing beyond results.json; returns what it adds there."""
+        del directory, title  # Unused: the top-1 is all in results.json.
+        return evaluation
 
 
 def hold_out(labels, size, seed=0):
@@ -216,7 +247,7 @@ def array_data(
         preprocessing=(tuple(mean), tuple(std)),
         train=make_train,
         validation=validation,
-        evaluate=top1(test),
+        evaluation=Top1(test),
         validation_name=validation_name,
         train_batches=batches(train_images, train_labels),
         test_batches=test,

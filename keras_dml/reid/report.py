@@ -1,14 +1,15 @@
-"""Re-ID evaluation of a cohort on Market-1501 and its report: every query
-ranks the gallery with each peer's features and the ensemble's (the peers'
-features concatenated, as the DML paper evaluates); rank-k, both mAPs and
-mINP as a table, JSON and a CMC plot."""
+"""Re-ID evaluation of a cohort and its report: every query ranks the gallery
+with each peer's features and the ensemble's (the peers' features
+concatenated, as the DML paper evaluates); rank-k, both mAPs and mINP as a
+table, JSON and a CMC plot. The query and gallery come from the dataset
+(`keras_dml.datasets.market1501`), as batches of (images, person ids,
+camera ids): nothing here reads a dataset's files."""
 
 import os
 import warnings
 
 import numpy as np
 
-from keras_dml.data.market1501 import market1501_dataset
 from keras_dml.figures import save_figure
 from keras_dml.files import atomic_write_text, write_json
 from keras_dml.reid.evaluation import evaluate_features
@@ -30,35 +31,24 @@ def normalization_of(peers):
     return kinds[0]
 
 
-def evaluate_cohort(
-    model,
-    root,
-    *,
-    image_size,
-    normalization,
-    batch_size=64,
-    metric="euclidean",
-    flip=False,
-    verbose=1,
-):
-    """Ranks Market-1501's gallery for every query with each peer's features
-    and the ensemble's (concatenated), with both AP definitions.
+def evaluate_cohort(model, splits, *, metric="euclidean", flip=False, verbose=1):
+    """Ranks the gallery for every query with each peer's features and the
+    ensemble's (concatenated), with both AP definitions.
+
+    Args:
+        splits: `split -> batches of (images, person ids, camera ids)` for
+            "query" and "gallery" (`keras_dml.datasets.market1501_dataset`).
 
     Returns `{name: {"rank1", "rank5", "rank10", "rank20", "mAP",
     "mAP_official", "mINP", "cmc", "num_valid_queries"}}` (fractions).
     """
     features = {}
     for split in ("query", "gallery"):
-        dataset = market1501_dataset(
-            root,
-            split,
-            image_size=image_size,
-            batch_size=batch_size,
-            normalization=normalization,
-        )
         if verbose:
             print(f"Extracting {split} features")
-        features[split] = extract_features(model, dataset, flip=flip, verbose=verbose)
+        features[split] = extract_features(
+            model, splits(split), flip=flip, verbose=verbose
+        )
     query, gallery = features["query"], features["gallery"]
     results = {}
     for name in query.features:
@@ -127,3 +117,33 @@ def write_evaluation(directory, results, title):
     write_json(os.path.join(directory, "reid_results.json"), results)
     plot_cmc(os.path.join(directory, "cmc.png"), results, title)
     return table
+
+
+class Ranking:
+    """A re-ID dataset's evaluation (`LoadedData.evaluation`): rank-k, mAP
+    and mINP of every peer and the ensemble (`evaluate_cohort`), reported as
+    `reid_results.md` / `.json` and `cmc.png` beside results.json."""
+
+    compares_top1 = False  # Ranked, not classified: no top-1 to compare.
+
+    def __init__(self, splits, *, metric="euclidean", flip=False):
+        self.splits, self.metric, self.flip = splits, metric, flip
+
+    def evaluate(self, model, verbose=0):
+        results = evaluate_cohort(
+            model, self.splits, metric=self.metric, flip=self.flip, verbose=verbose
+        )
+        return {"reid": results}
+
+    def report(self, directory, evaluation, title):
+        """Writes the table, JSON and CMC plot into `directory`; returns what
+        results.json holds of them (the table, and every number but the CMC
+        curve, which is in reid_results.json)."""
+        table = write_evaluation(directory, evaluation["reid"], title)
+        return {
+            "table": table,
+            "reid": {
+                name: {key: v for key, v in r.items() if key != "cmc"}
+                for name, r in evaluation["reid"].items()
+            },
+        }

@@ -33,7 +33,7 @@ def run_folder(output_dir, seed, label):
 def check_variants(base, variants):
     """Raises ValueError before any run when a variant's settings are invalid
     or the dataset has no top-1 to compare."""
-    if datasets.get(base.dataset).task != "classification":
+    if not datasets.get(base.dataset).evaluation.compares_top1:
         raise ValueError(
             f"--dataset={base.dataset} is evaluated by ranking, not top-1: compare "
             "its runs with scripts/train.py and their reid_results.json."

@@ -607,32 +607,13 @@ def validate(config):
     if unknown:
         valid = ", ".join(models.NAMES)
         problems.append(f"--peers: unknown peer {unknown[0]!r}. Valid names: {valid}")
-    if config.dataset in datasets.NAMES and datasets.get(config.dataset).task == "reid":
-        not_reid = [
-            p for p in peers if p in models.NAMES and p not in models.REID_NAMES
-        ]
-        if not_reid:
-            problems.append(
-                f"--peers: --dataset={config.dataset} ranks images by the peers' "
-                f"embeddings; {not_reid[0]} has none. Re-ID peers: "
-                f"{', '.join(models.REID_NAMES)}"
-            )
     for name in ("epochs", "batch_size"):
         if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
             problems.append(f"--{name} must be >= 1. Received: {getattr(config, name)}")
-    if config.dataset == "digits":
-        held = config.validation_size if isinstance(config.validation_size, int) else 0
-        if not (
-            isinstance(config.train_size, int)
-            and config.train_size >= 10
-            and config.train_size + held <= 1000
-        ):
-            problems.append(
-                "--train_size must be in 10..1000, with --validation_size, together "
-                "(the rest of the 1,797 digits are the test set). Received: "
-                f"--train_size={config.train_size}, --validation_size={held}"
-            )
-    elif config.train_size is not None and config.dataset in datasets.NAMES:
+    if config.dataset in datasets.NAMES:
+        # The dataset's own checks (the digits' train_size range, re-ID's peers).
+        problems += datasets.get(config.dataset).check(config)
+    if config.train_size is not None and config.dataset in datasets.NAMES:
         # A dataset that can take a subset says so with a default.
         subsetting = [
             d.name for d in datasets.REGISTRY.values() if "train_size" in d.defaults
@@ -642,10 +623,6 @@ def validate(config):
                 f"--train_size applies to {', '.join(subsetting)} only (received "
                 f"--dataset={config.dataset}); use --steps_per_epoch to shorten "
                 "epochs."
-            )
-        elif not (isinstance(config.train_size, int) and config.train_size >= 10):
-            problems.append(
-                f"--train_size must be >= 10. Received: {config.train_size}"
             )
     size = config.validation_size
     if size is not None and (not isinstance(size, int) or size < 0):

@@ -337,7 +337,7 @@ def reproduce(base, small, large, seeds, output_dir, parts=PARTS, print_fn=print
         raise ValueError(
             f"--parts must be among {', '.join(PARTS)}. Received: {unknown}"
         )
-    if datasets.get(base.dataset).task != "classification":
+    if not datasets.get(base.dataset).evaluation.compares_top1:
         raise ValueError(
             f"--dataset={base.dataset} is evaluated by ranking; the paper's "
             "experiments here compare top-1 accuracy."

@@ -446,10 +446,11 @@ def run_label(config):
     return label
 
 
-def _reports(config, write_to, model, history, evaluation, started, devices, steps):
+def _reports(
+    config, write_to, data, model, history, evaluation, started, devices, steps
+):
     names = [peer.name for peer in model.peers]
     results = {
-        **evaluation,
         "dataset": config.dataset,
         "peer_names": names,
         "teacher": None if model.teacher is None else model.teacher.name,
@@ -465,16 +466,10 @@ def _reports(config, write_to, model, history, evaluation, started, devices, ste
         "replicas": devices.replicas,
         "history": history,
     }
-    dataset = datasets.get(config.dataset)
-    title = " + ".join(config.peers) + f" on {dataset.name}"
-    if "reid" in evaluation:
-        from keras_dml.reid.report import write_evaluation
-
-        results["table"] = write_evaluation(write_to, evaluation["reid"], title)
-        results["reid"] = {
-            k: {m: v for m, v in r.items() if m != "cmc"}
-            for k, r in evaluation["reid"].items()
-        }
+    title = " + ".join(config.peers) + f" on {config.dataset}"
+    # The evaluation's own report (re-ID writes its table and CMC plot), and
+    # what it adds to results.json, first as before.
+    results = {**data.evaluation.report(write_to, evaluation, title), **results}
     files.write_json(os.path.join(write_to, "results.json"), results)
     curves = [(run_label(config), history, "-")]
     if config.compare_dir:
@@ -536,7 +531,7 @@ def run(config):
             verbose=config.verbose,
             callbacks=_method_callbacks(model, data),
         )
-        evaluation = data.evaluate(model, verbose=0)
+        evaluation = data.evaluation.evaluate(model, verbose=0)
         with loop.writing_outputs(write_to):
             loop.save_model(model, os.path.join(write_to, "cohort.keras"))
             if config.export:
@@ -547,5 +542,13 @@ def run(config):
                     overwrite=True,
                 )
             return _reports(
-                config, write_to, model, history, evaluation, started, devices, steps
+                config,
+                write_to,
+                data,
+                model,
+                history,
+                evaluation,
+                started,
+                devices,
+                steps,
             )
