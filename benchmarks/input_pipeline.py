@@ -26,7 +26,9 @@ import tensorflow as tf  # noqa: E402
 from timing import machine, median_rate  # noqa: E402
 
 import keras_dml  # noqa: E402
-from keras_dml.data import array_dataset, cifar100, market1501_dataset  # noqa: E402
+from keras_dml.data import array_dataset  # noqa: E402
+from keras_dml.datasets import cifar100  # noqa: E402
+from keras_dml.datasets.market1501 import market1501_dataset  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 5, "Timed runs per figure (the median is reported).")

@@ -16,8 +16,8 @@ _cli.quiet_tensorflow()
 from absl import flags, logging  # noqa: E402
 
 import keras_dml  # noqa: E402,F401  (registers the saved classes)
-from keras_dml.data.market1501 import market1501_dataset  # noqa: E402
 from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
+from keras_dml.datasets.market1501 import market1501_dataset  # noqa: E402
 from keras_dml.files import ensure_writable_dir, writing  # noqa: E402
 from keras_dml.mutual_learning import MutualLearningModel  # noqa: E402
 from keras_dml.reid.evaluation import METRICS  # noqa: E402

@@ -89,7 +89,7 @@ def main(argv):
     base = base.replace(peers=(FLAGS.small, FLAGS.large))
     if base.smoke_test:
         # The dataset's tiny sizes, not this script's regime.
-        from keras_dml.data import datasets
+        from keras_dml import datasets
 
         base = base.replace(**datasets.get(base.dataset).smoke_defaults)
         # One epoch: every part's code runs; a second epoch would add nothing.

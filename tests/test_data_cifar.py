@@ -15,8 +15,9 @@ from data_fixtures import (
     write_cifar_folder,
 )
 
-from keras_dml.data import cifar100, load_cifar100, network, read_cifar100
-from keras_dml.data.cifar100 import load_cifar100_tfds
+from keras_dml.data import network
+from keras_dml.datasets import cifar100
+from keras_dml.datasets.cifar100 import load_cifar100, load_cifar100_tfds, read_cifar100
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from data_fixtures import MARKET, jpeg, market_name, write_market_tree, zip_tree
 
-from keras_dml.data import market1501, market1501_dataset, read_market1501
+from keras_dml.datasets import market1501
+from keras_dml.datasets.market1501 import market1501_dataset, read_market1501
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +252,7 @@ def test_bad_arguments(tree):
 def test_tfds_builder(tmp_path, archive):
     import tensorflow_datasets as tfds
 
-    import keras_dml.data.market1501_tfds  # noqa: F401  (registers the builder)
+    import keras_dml.datasets.market1501_tfds  # noqa: F401  (registers the builder)
 
     manual = tmp_path / "manual"
     manual.mkdir()
@@ -283,7 +284,7 @@ def test_tfds_builder(tmp_path, archive):
 def test_tfds_builder_without_the_manual_download(tmp_path):
     import tensorflow_datasets as tfds
 
-    import keras_dml.data.market1501_tfds  # noqa: F401
+    import keras_dml.datasets.market1501_tfds  # noqa: F401
 
     builder = tfds.builder("market1501", data_dir=str(tmp_path / "tfds"))
     with pytest.raises(AssertionError, match="Market-1501"):
@@ -330,7 +331,7 @@ def test_two_workers_train_on_disjoint_halves_of_each_global_batch(tree):
     input context), with its flips and random erasing, is half of every
     global batch one process sees, epoch after epoch. (The runner's
     multi-worker training itself: tests/test_multi_worker_runner.py.)"""
-    from keras_dml.data import datasets
+    from keras_dml import datasets
     from keras_dml.training import config as settings
 
     config = settings.resolve(

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from data_fixtures import IDX_NAMES, idx_arrays, idx_bytes, write_idx_folder
 
-from keras_dml.data import datasets, fashion_mnist, idx, mnist, registry, releases
+from keras_dml import datasets
+from keras_dml.data import idx, releases
+from keras_dml.datasets import fashion_mnist, mnist, registry
 from keras_dml.training import config as settings
 from keras_dml.training.run import run
 

@@ -6,13 +6,9 @@ import pytest
 import tensorflow as tf
 from data_fixtures import cifar_arrays, write_cifar_archive
 
-from keras_dml.data import (
-    array_dataset,
-    augment,
-    cifar100,
-    cifar100_dataset,
-    steps_per_epoch,
-)
+from keras_dml.data import array_dataset, augment, steps_per_epoch
+from keras_dml.datasets import cifar100
+from keras_dml.datasets.cifar100 import cifar100_dataset
 
 MEAN, STD = cifar100.MEAN, cifar100.STD
 

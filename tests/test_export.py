@@ -481,7 +481,7 @@ def test_a_runs_recorded_normalization_is_what_its_export_serves(tmp_path, datas
         else recorded
     )
     if dataset == "cifar10":
-        from keras_dml.data import cifar10
+        from keras_dml.datasets import cifar10
 
         assert np.allclose(mean, cifar10.MEAN) and np.allclose(std, cifar10.STD)
     model = keras.saving.load_model(cohort_file)

@@ -15,8 +15,8 @@ import pytest
 from absl import flags
 from data_fixtures import cifar_arrays, write_cifar10_archive
 
-from keras_dml import models
-from keras_dml.data import cifar10, datasets
+from keras_dml import datasets, models
+from keras_dml.datasets import cifar10
 from keras_dml.keras_internals import moving_averages
 from keras_dml.peer_optimizers import averaging_optimizer
 from keras_dml.training import config as settings

@@ -1,34 +1,47 @@
-"""Readers and tf.data pipelines for CIFAR-100, Market-1501, MNIST and
-Fashion-MNIST.
+"""Readers and tf.data pipelines: uint8 image arrays (`array_dataset`),
+image files and folders, archives, the IDX format, augmentation and
+normalization, epochs that resume exactly.
 
-Readers turn the original files into numpy arrays / file lists; pipelines
-batch, augment and normalize them (`array_dataset` for any uint8 images).
-The TFDS builder for Market-1501 lives in `keras_dml.data.market1501_tfds`
-(import it to register `market1501`).
+Each dataset's own reader lives with the rest of the dataset in
+`keras_dml.datasets` (one module each). The readers this package has always
+offered (CIFAR-100, Market-1501, MNIST, Fashion-MNIST) are still importable
+from here; the TFDS builder for Market-1501 is
+`keras_dml.datasets.market1501_tfds` (import it to register `market1501`).
 """
 
-from keras_dml.data.arrays import array_dataset
-from keras_dml.data.cifar100 import cifar100_dataset, load_cifar100, read_cifar100
-from keras_dml.data.epochs import steps_per_epoch
-from keras_dml.data.fashion_mnist import load_fashion_mnist, read_fashion_mnist
-from keras_dml.data.market1501 import (
-    Market1501Split,
-    market1501_dataset,
-    read_market1501,
-)
-from keras_dml.data.mnist import load_mnist, read_mnist
+import importlib
 
-__all__ = [
-    "Market1501Split",
-    "array_dataset",
-    "cifar100_dataset",
-    "load_cifar100",
-    "load_fashion_mnist",
-    "load_mnist",
-    "market1501_dataset",
-    "read_cifar100",
-    "read_fashion_mnist",
-    "read_market1501",
-    "read_mnist",
-    "steps_per_epoch",
-]
+from keras_dml.data.arrays import array_dataset
+from keras_dml.data.epochs import steps_per_epoch
+
+# Names that live in keras_dml.datasets, which imports this package: looked up
+# when first used (PEP 562), since importing them here would be a cycle.
+_FROM_DATASETS = {
+    "Market1501Split": "market1501",
+    "cifar100_dataset": "cifar100",
+    "load_cifar100": "cifar100",
+    "read_cifar100": "cifar100",
+    "load_fashion_mnist": "fashion_mnist",
+    "read_fashion_mnist": "fashion_mnist",
+    "market1501_dataset": "market1501",
+    "read_market1501": "market1501",
+    "load_mnist": "mnist",
+    "read_mnist": "mnist",
+}
+
+
+# The dataset modules themselves, as `from keras_dml.data import cifar10` has
+# always given them.
+_DATASET_MODULES = ("cifar10", "cifar100", "fashion_mnist", "market1501", "mnist")
+
+
+def __getattr__(name):
+    if name in _DATASET_MODULES:
+        return importlib.import_module(f"keras_dml.datasets.{name}")
+    if name in _FROM_DATASETS:
+        module = importlib.import_module(f"keras_dml.datasets.{_FROM_DATASETS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'keras_dml.data' has no attribute {name!r}")
+
+
+__all__ = ["array_dataset", "steps_per_epoch", *_FROM_DATASETS]

@@ -16,8 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dml.data.epochs import resolve_seed
-from keras_dml.data.image_files import image_batches
-from keras_dml.data.market1501 import check_jpeg
+from keras_dml.data.image_files import check_jpeg, image_batches
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -81,3 +81,40 @@ def image_batches(
     )
     dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_jpeg(contents, filename):
+    """An op that fails, naming the file, unless `contents` starts with the
+    JPEG start marker and holds the end marker (catches truncated, empty and
+    non-JPEG files, which `decode_jpeg` would report without the file's name,
+    or decode gray). Bytes after the end marker are allowed, however many:
+    some encoders and cameras pad there, and `decode_jpeg` ignores them."""
+    length = tf.strings.length(contents)
+    head = tf.strings.substr(contents, 0, tf.minimum(length, 2))
+    last_two = tf.strings.substr(
+        contents, tf.maximum(length - 2, 0), tf.minimum(length, 2)
+    )
+
+    def end_marker_anywhere():
+        # Scanned data holds no 0xFFD9 (the encoder stuffs 0x00 after each
+        # 0xFF), so the marker is found only where a JPEG ends. A byte split,
+        # not a per-byte scan: linear and without a tensor per byte.
+        return tf.size(tf.strings.split(contents, sep=b"\xff\xd9")) > 1
+
+    # The usual file ends with the marker: only padded ones are searched.
+    has_end = tf.cond(
+        tf.equal(last_two, b"\xff\xd9"), lambda: tf.constant(True), end_marker_anywhere
+    )
+    complete = tf.logical_and(tf.equal(head, b"\xff\xd8"), has_end)
+    return tf.debugging.Assert(
+        complete,
+        [
+            tf.strings.join(
+                [
+                    filename,
+                    ": not a complete JPEG (no start or end marker); the file "
+                    "is truncated or corrupt.",
+                ]
+            )
+        ],
+    )

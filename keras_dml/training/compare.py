@@ -16,8 +16,7 @@ import time
 
 import keras
 
-from keras_dml import files
-from keras_dml.data import datasets
+from keras_dml import datasets, files
 from keras_dml.training import config as settings
 from keras_dml.training import reports
 from keras_dml.training.run import run

@@ -4,7 +4,7 @@ Each `Setting` has its default and help text here and nowhere else: the absl
 flags of every training script are generated from `SETTINGS`
 (`define_flags`), `config.json` stores a `RunConfig` of them, and resuming
 compares the stored settings with the given ones. A dataset changes only
-defaults (`keras_dml.data.datasets`): the paper's for CIFAR, the official
+defaults (`keras_dml.datasets`): the paper's for CIFAR, the official
 code's for Market-1501.
 """
 
@@ -13,6 +13,7 @@ import math
 import os
 from typing import Any
 
+from keras_dml import datasets, models
 from keras_dml import mimicry as mimicry_methods
 from keras_dml.training.strategies import STRATEGIES
 
@@ -489,8 +490,6 @@ def _as_tuple(value):
 
 def defaults_for(dataset, smoke_test=False):
     """Every setting's value when only `dataset` (and `smoke_test`) is given."""
-    from keras_dml.data import datasets
-
     entry = datasets.get(dataset)
     values = {s.name: s.default for s in SETTINGS}
     values.update({k: _as_tuple(v) for k, v in entry.defaults.items()})
@@ -510,8 +509,6 @@ def resolve(given):
         ValueError: a setting is invalid; the message names every one, as
             `--<name>`.
     """
-    from keras_dml.data import datasets
-
     given = {k: _as_tuple(v) for k, v in given.items() if v is not None}
     dataset = given.get("dataset", BY_NAME["dataset"].default)
     datasets.get(dataset)  # An unknown name is named here.
@@ -570,9 +567,6 @@ def _mimicry_problems(config):
 
 def validate(config):
     """Raises ValueError naming every setting that cannot work."""
-    from keras_dml import models
-    from keras_dml.data import datasets
-
     problems = []
     for setting in SETTINGS:
         value = getattr(config, setting.name)
@@ -743,8 +737,6 @@ def help_text(defaults=None, *, own_flags=(), hidden=()):
     every setting once, by group, with its default, but those in `hidden`
     (settings the script sets per run and refuses from the user)."""
     import textwrap
-
-    from keras_dml.data import datasets
 
     def entry(name, text):
         return [f"  --{name}"] + textwrap.wrap(

@@ -29,8 +29,7 @@ import time
 import keras
 import numpy as np
 
-from keras_dml import analysis, files
-from keras_dml.data import datasets
+from keras_dml import analysis, datasets, files
 from keras_dml.figures import save_figure
 from keras_dml.training import compare, reports
 from keras_dml.training.run import run

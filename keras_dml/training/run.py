@@ -17,10 +17,9 @@ import zipfile
 import keras
 import tensorflow as tf
 
-from keras_dml import files, models
+from keras_dml import datasets, files, models
 from keras_dml import mimicry as mimicry_methods
 from keras_dml.cpu_threads import configure_cpu_threads
-from keras_dml.data import datasets
 from keras_dml.data.epochs import resolve_seed
 from keras_dml.export import export_peers
 from keras_dml.mutual_learning import MutualLearningModel

@@ -10,11 +10,12 @@ classification; `keras_dml.reid.report.Ranking` for re-ID).
 which kind of dataset it has.
 
 A dataset's module calls `register(Dataset(...))` when it is imported;
-`keras_dml.data.datasets` imports every built-in one. `array_data` builds the
+`keras_dml.datasets` imports every built-in one. `array_data` builds the
 `LoadedData` of any dataset held as uint8 image arrays.
 """
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -114,6 +115,17 @@ def register(dataset):
         raise ValueError(f"A dataset named {dataset.name!r} is already registered.")
     REGISTRY[dataset.name] = dataset
     return dataset
+
+
+def data_dir_problem(config):
+    """Why `config.data_dir` cannot be this dataset's, or None (checked
+    before anything is written)."""
+    if config.data_dir is not None and not os.path.exists(config.data_dir):
+        hint = (
+            REGISTRY[config.dataset].download_hint if config.dataset in REGISTRY else ""
+        )
+        return f"--data_dir={config.data_dir} does not exist. {hint}".rstrip()
+    return None
 
 
 def names():
@@ -283,7 +295,9 @@ def array_loader(load_split, num_classes, mean, std, shape, *, padding, flip):
     return load
 
 
-# What `--smoke_test` sets for the array datasets: 2 steps of 8, 2 epochs.
+# What `--smoke_test` sets: 2 steps of 8, 2 epochs (SMOKE: and a validation
+# split of 8, for the datasets that hold one out by default).
+SMALL = {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2}
 SMOKE = {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "validation_size": 8}
 
 

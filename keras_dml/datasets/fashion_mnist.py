@@ -21,7 +21,8 @@ entry (`--dataset=fashion_mnist`).
 
 import os
 
-from keras_dml.data import idx, network, registry
+from keras_dml.data import idx, network
+from keras_dml.datasets import registry
 
 NAME = "fashion_mnist"
 NUM_CLASSES = 10

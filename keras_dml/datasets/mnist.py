@@ -23,7 +23,8 @@ import warnings
 
 import numpy as np
 
-from keras_dml.data import idx, network, registry, releases
+from keras_dml.data import idx, network, releases
+from keras_dml.datasets import registry
 
 NAME = "mnist"
 NUM_CLASSES = 10

@@ -19,10 +19,13 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from keras_dml import models
 from keras_dml.data import archives
 from keras_dml.data.epochs import resolve_seed
-from keras_dml.data.image_files import image_batches
+from keras_dml.data.image_files import check_jpeg, image_batches
 from keras_dml.data.normalization import check_normalization
+from keras_dml.datasets import registry
+from keras_dml.reid.report import Ranking
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 SPLIT_FOLDERS = {
@@ -257,43 +260,6 @@ def check_queries_have_matches(query, gallery, where):
         )
 
 
-def check_jpeg(contents, filename):
-    """An op that fails, naming the file, unless `contents` starts with the
-    JPEG start marker and holds the end marker (catches truncated, empty and
-    non-JPEG files, which `decode_jpeg` would report without the file's name,
-    or decode gray). Bytes after the end marker are allowed, however many:
-    some encoders and cameras pad there, and `decode_jpeg` ignores them."""
-    length = tf.strings.length(contents)
-    head = tf.strings.substr(contents, 0, tf.minimum(length, 2))
-    last_two = tf.strings.substr(
-        contents, tf.maximum(length - 2, 0), tf.minimum(length, 2)
-    )
-
-    def end_marker_anywhere():
-        # Scanned data holds no 0xFFD9 (the encoder stuffs 0x00 after each
-        # 0xFF), so the marker is found only where a JPEG ends. A byte split,
-        # not a per-byte scan: linear and without a tensor per byte.
-        return tf.size(tf.strings.split(contents, sep=b"\xff\xd9")) > 1
-
-    # The usual file ends with the marker: only padded ones are searched.
-    has_end = tf.cond(
-        tf.equal(last_two, b"\xff\xd9"), lambda: tf.constant(True), end_marker_anywhere
-    )
-    complete = tf.logical_and(tf.equal(head, b"\xff\xd8"), has_end)
-    return tf.debugging.Assert(
-        complete,
-        [
-            tf.strings.join(
-                [
-                    filename,
-                    ": not a complete JPEG (no start or end marker); the file "
-                    "is truncated or corrupt.",
-                ]
-            )
-        ],
-    )
-
-
 def decode_image(contents, filename, image_size):
     """JPEG bytes -> float32 `[height, width, 3]` in 0..255, resized bilinearly."""
     with tf.control_dependencies([check_jpeg(contents, filename)]):
@@ -403,3 +369,91 @@ def market1501_dataset(
         # Drawn even when erasing is off: turning it on changes no flip.
         erasing_randoms=True,
     )
+
+
+# --------------------------------------------------------- the dataset
+
+
+def _check(config):
+    # Named peers only (an unknown name is the settings' own problem).
+    peers = [models.canonical_name(p) for p in config.peers or ()]
+    not_reid = [p for p in peers if p in models.NAMES and p not in models.REID_NAMES]
+    if not_reid:
+        return [
+            f"--peers: --dataset={config.dataset} ranks images by the peers' "
+            f"embeddings; {not_reid[0]} has none. Re-ID peers: "
+            f"{', '.join(models.REID_NAMES)}"
+        ]
+    return []
+
+
+def _load(config):
+    if config.data_dir is None:
+        raise ValueError(f"--dataset=market1501 needs --data_dir. {DOWNLOAD_HINT}")
+    train = read_market1501(config.data_dir, "train")
+    # Evaluation needs both: an empty one must stop the run before training.
+    query, gallery = (
+        read_market1501(config.data_dir, split) for split in ("query", "gallery")
+    )
+    check_queries_have_matches(query, gallery, config.data_dir)
+    size = tuple(config.image_size)
+    normalization = "imagenet"  # What every re-ID peer takes (models.reid).
+
+    def make_train(seed, epochs, initial_epoch, input_context=None):
+        return market1501_dataset(
+            config.data_dir,
+            "train",
+            image_size=size,
+            batch_size=config.batch_size,
+            random_erasing=config.random_erasing,
+            normalization=normalization,
+            seed=seed,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            input_context=input_context,
+        )
+
+    def splits(split):  # The query and the gallery, for the ranking.
+        return market1501_dataset(
+            config.data_dir,
+            split,
+            image_size=size,
+            batch_size=64,
+            normalization=normalization,
+        )
+
+    return registry.LoadedData(
+        num_classes=int(train.labels.max()) + 1,
+        image_shape=(*size, 3),
+        num_train=len(train.paths),
+        preprocessing=normalization,
+        train=make_train,
+        validation=None,
+        evaluation=Ranking(splits, metric=config.metric, flip=config.flip_test),
+    )
+
+
+DATASET = registry.register(
+    registry.Dataset(
+        "market1501",
+        Ranking,
+        {
+            # The official DML code's: MobileNet v1 from ImageNet weights, Adam
+            # lr 2e-4 (beta1 0.5), batch 16, label smoothing 0.1.
+            "peers": ("reid_mobilenet", "reid_mobilenet"),
+            "epochs": 60,
+            "batch_size": 16,
+            "optimizer": "adam",
+            "lr": 2e-4,
+            "beta1": 0.5,
+            "label_smoothing": 0.1,
+            "image_size": (256, 128),
+            "weights": "imagenet",
+        },
+        {**registry.SMALL, "weights": "none", "image_size": (64, 32)},
+        _load,
+        "Market-1501 person re-identification (its zip or folder)",
+        DOWNLOAD_HINT,
+        check=_check,
+    )
+)

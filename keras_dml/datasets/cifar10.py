@@ -16,8 +16,9 @@ import os
 
 import numpy as np
 
-from keras_dml.data import archives, cifar100
+from keras_dml.data import archives
 from keras_dml.data.safe_pickle import load_numpy_pickle
+from keras_dml.datasets import cifar100, registry
 
 NUM_CLASSES = 10
 SPLITS = ("train", "test")
@@ -171,3 +172,18 @@ def load_cifar10(split, data_dir=None):
     if data_dir is not None:
         return read_cifar10(data_dir, split)
     return cifar100.load_tfds("cifar10", split, TFDS_URL, DOWNLOAD_HINT)
+
+
+DATASET = registry.register(
+    registry.Dataset(
+        "cifar10",
+        registry.Top1,
+        cifar100.DEFAULTS,
+        registry.SMALL,
+        registry.array_loader(
+            load_cifar10, 10, MEAN, STD, (32, 32, 3), padding=4, flip=True
+        ),
+        "CIFAR-10 (the archive, its folder, or TFDS without --data_dir)",
+        DOWNLOAD_HINT,
+    )
+)

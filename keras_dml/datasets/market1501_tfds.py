@@ -3,7 +3,7 @@
 Importing this module registers the dataset name `market1501`:
 
 ```python
-import keras_dml.data.market1501_tfds  # noqa: F401  (registers the builder)
+import keras_dml.datasets.market1501_tfds  # noqa: F401  (registers the builder)
 import tensorflow_datasets as tfds
 
 ds = tfds.load(
@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_dml.data import market1501
+from keras_dml.datasets import market1501
 
 _CITATION = """\
 @inproceedings{zheng2015scalable,
