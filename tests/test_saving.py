@@ -1,5 +1,7 @@
 """Saving and restoring a cohort: config, .keras, weights files, BackupAndRestore."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -160,3 +162,27 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
         assert_weights_close(
             [v.numpy() for v in a.variables], [v.numpy() for v in b.variables]
         )
+
+
+SAVED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saved")
+
+
+def test_a_cohort_saved_by_earlier_code_still_loads_and_trains():
+    """tests/saved/cohort_2026-12-03.keras was written by the code of that
+    day (tests/saved/make_cohort_file.py), before keras_dml's modules moved
+    into wings: the file names classes by their registered names, so it
+    loads whatever module they live in now."""
+    model = keras.saving.load_model(os.path.join(SAVED, "cohort_2026-12-03.keras"))
+    want = np.load(os.path.join(SAVED, "cohort_2026-12-03.npz"))
+    assert isinstance(model, keras_dml.MutualLearningModel)
+    assert name_of(model.mimicry) == "temporal_mean" and model.kl_ramp_up_steps == 4
+    weights = model.get_weights()
+    assert len(weights) == sum(k.startswith("weight/") for k in want)
+    for i, weight in enumerate(weights):
+        np.testing.assert_array_equal(weight, want[f"weight/{i}"])
+    for i, output in enumerate(model.predict(want["x"], verbose=0)):
+        np.testing.assert_allclose(output, want[f"output/{i}"], rtol=1e-6, atol=1e-6)
+    # Compiled as saved: both peer optimizers' state, one step on from it.
+    assert int(model.optimizer.iterations) == 2
+    logs = model.train_on_batch(want["x"][:8], want["y"][:8], return_dict=True)
+    assert np.isfinite(logs["loss"]) and int(model.optimizer.iterations) == 3
