@@ -12,7 +12,7 @@ python benchmarks/dml_step.py [--repeats=5] [--steps=5]
 4. mixed_bfloat16 vs float32 step time (K = 2), and the quickstart's test
    accuracy under both (--quickstart_seeds seeds).
 5. Peak resident memory of training K = 1, 2, 4 peers (one process each).
-6. The in-step label check (`keras_dml.labels`) vs the same step without it
+6. The in-step label check (`keras_dml.cohort.labels`) vs the same step without it
    (K = 2).
 Ratios are taken within each repeat; medians are printed as markdown.
 """

@@ -15,7 +15,7 @@ Both run on any backend and leave the models as they were.
 import numpy as np
 from keras import ops
 
-from keras_dml.peer_calls import split_peer_output
+from keras_dml.cohort.peer_calls import split_peer_output
 
 
 def _peers(model):

@@ -13,6 +13,7 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_dml.cohort.progress import is_number
 from keras_dml.files import atomic_write_text, save_model, writing, zip_bomb_problem
 
 STATE_FILE = "state.json"
@@ -20,14 +21,6 @@ STATE_FILE = "state.json"
 
 def _finite(logs):
     return all(math.isfinite(float(v)) for v in (logs or {}).values() if is_number(v))
-
-
-def is_number(value):
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -24,10 +24,10 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_dml.cohort.mimicry import TemporalMean, name_of
+from keras_dml.cohort.mutual_learning import MutualLearningModel, split_peer_output
 from keras_dml.data.normalization import check_normalization, for_channels, normalize
 from keras_dml.files import atomic_write_text, remove_stale_temporaries, umask
-from keras_dml.mimicry import TemporalMean, name_of
-from keras_dml.mutual_learning import MutualLearningModel, split_peer_output
 
 ENSEMBLE = "ensemble"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -304,6 +304,7 @@ def export_peers(
     installed, as it is with keras_dml.
     """
     if keras.backend.backend() != "tensorflow":
+        # Lazy: export_process's child imports this module (a cycle at load).
         from keras_dml.export_process import export_in_tensorflow
 
         return export_in_tensorflow(

@@ -139,6 +139,8 @@ def _main(request_path):
     if "parent" in request:
         _die_with_parent(request["parent"], os.path.dirname(request_path))
 
+    # Here, in the child only: the parent imports this module from
+    # keras_dml.export (a cycle at load), and needs neither.
     from keras_dml.export import export_peers
     from keras_dml.saving import load_keras_file
 

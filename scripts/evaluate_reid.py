@@ -16,10 +16,10 @@ _cli.quiet_tensorflow()
 from absl import flags, logging  # noqa: E402
 
 import keras_dml  # noqa: E402,F401  (registers the saved classes)
+from keras_dml.cohort.mutual_learning import MutualLearningModel  # noqa: E402
 from keras_dml.data.normalization import NORMALIZATIONS  # noqa: E402
 from keras_dml.datasets.market1501 import market1501_dataset  # noqa: E402
 from keras_dml.files import ensure_writable_dir, writing  # noqa: E402
-from keras_dml.mutual_learning import MutualLearningModel  # noqa: E402
 from keras_dml.reid.evaluation import METRICS  # noqa: E402
 from keras_dml.reid.report import (  # noqa: E402
     evaluate_cohort,
@@ -77,9 +77,7 @@ def main(argv):
             normalization=normalization,
         )
 
-    results = evaluate_cohort(
-        model, splits, metric=FLAGS.metric, flip=FLAGS.flip_test
-    )
+    results = evaluate_cohort(model, splits, metric=FLAGS.metric, flip=FLAGS.flip_test)
     title = " + ".join(p.name for p in peers) + " on Market-1501"
     with writing(FLAGS.output_dir):
         table = write_evaluation(FLAGS.output_dir, results, title)

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import keras_dml
-from keras_dml import fit_callbacks, keras_internals, progress
-from keras_dml.progress import CohortProgbar
+from keras_dml.cohort import fit_callbacks, keras_internals, progress
+from keras_dml.cohort.progress import CohortProgbar
 from tests.helpers import NUM_CLASSES, NUM_FEATURES, data, dense_peer
 
 

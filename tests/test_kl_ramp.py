@@ -1,4 +1,4 @@
-"""The ramp-up and burn-in of the mimicry weight (keras_dml.kl_ramp), on
+"""The ramp-up and burn-in of the mimicry weight (keras_dml.cohort.kl_ramp), on
 every backend (a core file)."""
 
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_dml
-from keras_dml import kl_ramp
+from keras_dml.cohort import kl_ramp
 from tests.helpers import data, dense_peer
 
 

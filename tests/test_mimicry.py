@@ -10,7 +10,7 @@ from keras import ops
 
 import keras_dml
 from keras_dml import mimicry
-from keras_dml.losses import mutual_learning_terms
+from keras_dml.cohort.losses import mutual_learning_terms
 from tests.helpers import NUM_CLASSES, data, dense_peer, image_peer
 
 
@@ -387,14 +387,22 @@ def test_a_users_method_without_the_sequential_order_is_refused_in_its_terms():
     "make, message",
     [
         (lambda: mimicry.get("mean"), "mimicry='mean'"),
-        (lambda: mimicry.KDCL("max_logit"), "variant='max_logit'"),
-        (lambda: mimicry.TemporalMean(1.0), "decay=1"),
+        (
+            lambda: mimicry.KDCL("max_logit"),
+            "`variant` must be one of min_logit, naive, linear, general. "
+            "Received: max_logit",
+        ),
+        (lambda: mimicry.TemporalMean(1.0), r"`decay` must be a number in \[0, 1\)"),
         (lambda: mimicry.TemporalMean(-0.1), "decay"),
         (lambda: mimicry.Codistillation(0), "refresh_steps"),
-        (lambda: mimicry.Codistillation(2.5), "refresh_steps"),
+        (
+            lambda: mimicry.Codistillation(2.5),
+            "`refresh_steps` must be an integer >= 1. Received: 2.5",
+        ),
     ],
 )
 def test_bad_arguments_raise(make, message):
+    # The classes' checks (`check_arguments`) are also the scripts' flags'.
     with pytest.raises(ValueError, match=message):
         make()
 

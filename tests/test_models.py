@@ -33,7 +33,7 @@ def test_parameter_counts_are_pinned_and_near_the_paper(name):
 def test_forward_shapes(name):
     net = models.get(name, num_classes=10)
     out = net(np.zeros((2, 32, 32, 3), "float32"), training=False)
-    logits, aux = keras_dml.mutual_learning.split_peer_output(out, net.name)
+    logits, aux = keras_dml.cohort.mutual_learning.split_peer_output(out, net.name)
     assert tuple(logits.shape) == (2, 10)
     assert [tuple(a.shape) for a in aux] == (
         [(2, 10), (2, 10)] if "inception" in name else []
@@ -48,7 +48,7 @@ def test_peers_take_28x28_grayscale_images(name):
     # MNIST and Fashion-MNIST: 28 -> 14 -> 7 through the strided stages.
     net = models.build(name, 10, (28, 28, 1))
     out = net(np.zeros((2, 28, 28, 1), "float32"), training=False)
-    logits, _ = keras_dml.mutual_learning.split_peer_output(out, net.name)
+    logits, _ = keras_dml.cohort.mutual_learning.split_peer_output(out, net.name)
     assert tuple(logits.shape) == (2, 10)
     wide = models.wide_resnet(
         num_classes=10, depth=10, width=1, input_shape=(28, 28, 1)

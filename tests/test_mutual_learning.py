@@ -10,8 +10,8 @@ import tensorflow as tf
 import keras_dml
 from keras_dml import losses
 from keras_dml.callbacks import EvaluateOnAverages
-from keras_dml.keras_internals import moving_averages
-from keras_dml.peer_optimizers import averaging_optimizer
+from keras_dml.cohort.keras_internals import moving_averages
+from keras_dml.cohort.peer_optimizers import averaging_optimizer
 from tests.helpers import (
     NUM_CLASSES,
     assert_weights_close,

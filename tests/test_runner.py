@@ -16,9 +16,9 @@ from absl import flags
 from data_fixtures import cifar_arrays, write_cifar10_archive
 
 from keras_dml import datasets, models
+from keras_dml.cohort.keras_internals import moving_averages
+from keras_dml.cohort.peer_optimizers import averaging_optimizer
 from keras_dml.datasets import cifar10
-from keras_dml.keras_internals import moving_averages
-from keras_dml.peer_optimizers import averaging_optimizer
 from keras_dml.training import config as settings
 from keras_dml.training.lock import RunFolderInUse, RunLock
 from keras_dml.training.run import check_resume, run, stored_settings
@@ -130,13 +130,35 @@ def test_mimicry_arguments_are_checked_against_the_method():
         "--kdcl_variant must be one of min_logit, naive, linear, general. "
         "Received: max" in message
     )
-    assert "--teacher_decay must be in [0, 1)" in message
+    assert "--teacher_decay must be a number in [0, 1). Received: 1.0" in message
     assert "--mimicry=temporal_mean takes --update=simultaneous only" in message
     config = settings.resolve(
         {"model_dir": "x", "mimicry": "codistillation", "refresh_steps": 7}
     )
     assert settings.mimicry_arguments(config) == {"refresh_steps": 7}
     assert settings.mimicry_arguments(config.replace(mimicry="kdcl")) == {}
+
+
+def test_a_methods_flags_are_read_from_its_class():
+    # Every flag argument a method's class declares is a setting (no other
+    # edit), parsed as declared, shown with the class's default, and checked
+    # by the class's own check in the flag's words.
+    from keras_dml.cohort import mimicry as methods
+
+    declared = methods.flags()
+    assert {flag.flag for _, flag in declared} == set(settings.MIMICRY_ARGUMENTS)
+    for method, flag in declared:
+        setting = settings.BY_NAME[flag.flag]
+        assert (setting.kind, setting.default) == (flag.kind, None)
+        assert settings.MIMICRY_ARGUMENTS[flag.flag] == (method, flag.argument)
+        default = methods.default_of(method, flag.argument)
+        assert f"(--mimicry={method}; none: {default}.)" in setting.help
+        methods.class_of(method).check_arguments(**{flag.argument: default})
+    with pytest.raises(ValueError) as error:
+        settings.resolve(
+            {"model_dir": "x", "mimicry": "codistillation", "refresh_steps": 0}
+        )
+    assert str(error.value) == "--refresh_steps must be an integer >= 1. Received: 0"
 
 
 def test_settings_round_trip_through_config_json(tmp_path):

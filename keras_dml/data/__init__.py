@@ -44,4 +44,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_dml.data' has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted([*globals(), *_FROM_DATASETS, *_DATASET_MODULES])
+
+
 __all__ = ["array_dataset", "steps_per_epoch", *_FROM_DATASETS]

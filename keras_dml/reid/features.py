@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_dml.mutual_learning import MutualLearningModel
+from keras_dml.cohort.mutual_learning import MutualLearningModel
 from keras_dml.reid.evaluation import l2_normalize
 
 ENSEMBLES = ("concat", "mean")
@@ -139,7 +139,8 @@ def _for_inference(embed):
 
     def run(images):
         if backend == "jax":
-            from keras_dml.cohort_steps.jax import whole_batches
+            # Lazy: the JAX step file imports jax, which only a JAX run has.
+            from keras_dml.cohort.steps.jax import whole_batches
         else:
             whole_batches = contextlib.nullcontext
         with whole_batches():

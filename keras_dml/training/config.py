@@ -14,10 +14,10 @@ import os
 from typing import Any
 
 from keras_dml import datasets, models
-from keras_dml import mimicry as mimicry_methods
+from keras_dml.cohort import mimicry as mimicry_methods
+from keras_dml.cohort.mutual_learning import UPDATE_MODES
 from keras_dml.training.strategies import STRATEGIES
 
-UPDATE_MODES = ("simultaneous", "sequential")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "piecewise", "cosine")
 
@@ -188,7 +188,7 @@ SETTINGS = (
         "kl_ramp_up_epochs",
         0.0,
         "Epochs over which the mimicry weight rises from 0 to --kl_weight (after "
-        "--kl_burn_in_epochs); 0: no ramp (keras_dml.kl_ramp).",
+        "--kl_burn_in_epochs); 0: no ramp (keras_dml.cohort.kl_ramp).",
         "float",
         "dml",
     ),
@@ -227,33 +227,18 @@ SETTINGS = (
         "dml",
         choices=mimicry_methods.NAMES,
     ),
-    _s(
-        "kdcl_variant",
-        None,
-        "KDCL's teacher (--mimicry=kdcl): min_logit (per class, the smallest "
-        "margin to the true class over the peers), naive (the peer with the "
-        "lowest cross-entropy), linear (the convex combination of the "
-        "peers' logits with the lowest cross-entropy on the batch) or general "
-        "(weights from the peers' error correlation on the --validation_size "
-        "images, refitted after every epoch); none: min_logit.",
-        "str",
-        "dml",
-    ),
-    _s(
-        "teacher_decay",
-        None,
-        "Decay of the weight averages the peers mimic (--mimicry=temporal_mean); "
-        "they average over about 1 / (1 - decay) steps. none: 0.999.",
-        "float",
-        "dml",
-    ),
-    _s(
-        "refresh_steps",
-        None,
-        "Steps between refreshes of the stale copies the peers mimic "
-        "(--mimicry=codistillation; 1 is DML). none: 100.",
-        "int",
-        "dml",
+    # Each method's own flag arguments (`Mimicry.flags`), as its class
+    # declares them.
+    *(
+        _s(
+            flag.flag,
+            None,
+            f"{flag.help} (--mimicry={method}; none: "
+            f"{mimicry_methods.default_of(method, flag.argument)}.)",
+            flag.kind,
+            "dml",
+        )
+        for method, flag in mimicry_methods.flags()
     ),
     _s(
         "teacher",
@@ -427,9 +412,7 @@ BY_NAME = {s.name: s for s in SETTINGS}
 # The settings that are one mimicry method's arguments: setting -> (method,
 # argument of its class in keras_dml.mimicry).
 MIMICRY_ARGUMENTS = {
-    "kdcl_variant": ("kdcl", "variant"),
-    "teacher_decay": ("temporal_mean", "decay"),
-    "refresh_steps": ("codistillation", "refresh_steps"),
+    flag.flag: (method, flag.argument) for method, flag in mimicry_methods.flags()
 }
 GROUPS = (
     "run",
@@ -531,32 +514,28 @@ def mimicry_arguments(config):
 
 def _mimicry_problems(config):
     problems = []
-    for name, (method, _) in MIMICRY_ARGUMENTS.items():
-        if getattr(config, name) is not None and config.mimicry != method:
+    for name, (method, argument) in MIMICRY_ARGUMENTS.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if config.mimicry != method:
             problems.append(
                 f"--{name} applies to --mimicry={method} only (received "
                 f"--mimicry={config.mimicry})."
             )
+        try:  # The class's own check, in the flag's words.
+            mimicry_methods.class_of(method).check_arguments(**{argument: value})
+        except ValueError as error:
+            problems.append(str(error).replace(f"`{argument}`", f"--{name}"))
     variant = config.kdcl_variant
-    if variant is not None and variant not in mimicry_methods.KDCL_VARIANTS:
-        problems.append(
-            f"--kdcl_variant must be one of "
-            f"{', '.join(mimicry_methods.KDCL_VARIANTS)}. Received: {variant}"
-        )
     if config.mimicry == "kdcl" and variant == "general" and not config.validation_size:
         problems.append(
             "--kdcl_variant=general fits its ensemble weights on images held out "
             "of the training set after every epoch (never on the test set): give "
             "--validation_size > 0."
         )
-    decay = config.teacher_decay
-    if decay is not None and not 0 <= decay < 1:
-        problems.append(f"--teacher_decay must be in [0, 1). Received: {decay}")
-    steps = config.refresh_steps
-    if steps is not None and steps < 1:
-        problems.append(f"--refresh_steps must be >= 1. Received: {steps}")
     if config.mimicry in mimicry_methods.NAMES:
-        method = mimicry_methods.get(config.mimicry)
+        method = mimicry_methods.class_of(config.mimicry)
         if config.update == "sequential" and not method.supports_sequential:
             problems.append(
                 f"--mimicry={config.mimicry} takes --update=simultaneous only: its "

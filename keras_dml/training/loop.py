@@ -13,7 +13,8 @@ from keras_dml.callbacks import (
     EvaluateOnAverages,
     StopOnNaN,
 )
-from keras_dml.progress import CohortProgbar
+from keras_dml.cohort.progress import CohortProgbar
+from keras_dml.training.devices import has_gpu
 
 
 class TrainingDiverged(RuntimeError):
@@ -143,8 +144,6 @@ def writing_outputs(write_to):
 
 
 def mixed_precision_policy(enabled):
-    from keras_dml.training.devices import has_gpu
-
     if not enabled:
         return "float32"
     # float16 needs a GPU to be fast; CPUs with AVX512-BF16/AMX run bfloat16.

@@ -3,6 +3,7 @@
 import platform
 import sys
 
+import keras_dml
 from keras_dml.figures import save_figure
 from keras_dml.files import atomic_write_text, write_json
 
@@ -20,8 +21,6 @@ def versions():
     import keras
     import numpy
     import tensorflow as tf
-
-    import keras_dml
 
     found = {
         "keras_dml": keras_dml.__version__,

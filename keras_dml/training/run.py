@@ -18,11 +18,12 @@ import keras
 import tensorflow as tf
 
 from keras_dml import datasets, files, models
-from keras_dml import mimicry as mimicry_methods
+from keras_dml.callbacks import checkpoint_files
+from keras_dml.cohort import mimicry as mimicry_methods
+from keras_dml.cohort.mutual_learning import MutualLearningModel
 from keras_dml.cpu_threads import configure_cpu_threads
 from keras_dml.data.epochs import resolve_seed
 from keras_dml.export import export_peers
-from keras_dml.mutual_learning import MutualLearningModel
 from keras_dml.training import config as settings
 from keras_dml.training import loop, reports
 from keras_dml.training.devices import make_devices
@@ -120,8 +121,6 @@ def check_resume(config):
 
 
 def _completed_an_epoch(model_dir):
-    from keras_dml.callbacks import checkpoint_files
-
     directory = os.path.join(model_dir, "checkpoints")
     return bool(checkpoint_files(directory)) or os.path.exists(
         os.path.join(directory, "state.json")

@@ -30,16 +30,18 @@ SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 def steps_class(backend=None):
     """The step class of `backend` (default: the one Keras runs on)."""
     backend = backend or keras.backend.backend()
+    # Lazy: each step file imports its backend's library (tensorflow, jax,
+    # torch), which only that backend's users have loaded or installed.
     if backend == "tensorflow":
-        from keras_dml.cohort_steps.tensorflow import TensorFlowSteps
+        from keras_dml.cohort.steps.tensorflow import TensorFlowSteps
 
         return TensorFlowSteps
     if backend == "jax":
-        from keras_dml.cohort_steps.jax import JaxSteps
+        from keras_dml.cohort.steps.jax import JaxSteps
 
         return JaxSteps
     if backend == "torch":
-        from keras_dml.cohort_steps.torch import TorchSteps
+        from keras_dml.cohort.steps.torch import TorchSteps
 
         return TorchSteps
     return _UnsupportedBackend

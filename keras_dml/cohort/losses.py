@@ -23,8 +23,8 @@ import numbers
 
 from keras import ops
 
-from keras_dml import mimicry as mimicry_methods
-from keras_dml.labels import labeled_mask
+from keras_dml.cohort import mimicry as mimicry_methods
+from keras_dml.cohort.labels import labeled_mask
 
 # The built-in mimicry methods, by name.
 MIMICRY_MODES = mimicry_methods.NAMES

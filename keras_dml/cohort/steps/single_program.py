@@ -10,11 +10,11 @@ import contextlib
 
 from keras import ops
 
-from keras_dml.labels import labeled_mask
+from keras_dml.cohort.labels import labeled_mask
 
 
 class SingleProgramSteps:
-    """Base of `JaxSteps` and `TorchSteps` (see `keras_dml.cohort_steps`)."""
+    """Base of `JaxSteps` and `TorchSteps` (see `keras_dml.cohort.steps`)."""
 
     def train_step(self, data):
         return self._train_on(*self._unpack(data))

@@ -9,14 +9,14 @@ TensorFlow or JAX backend.
 import torch
 from keras import ops
 
-from keras_dml.cohort_steps.single_program import SingleProgramSteps
-from keras_dml.labels import check_label_values, flat_labels
-from keras_dml.peer_calls import peer_logits
+from keras_dml.cohort.labels import check_label_values, flat_labels
+from keras_dml.cohort.peer_calls import peer_logits
+from keras_dml.cohort.steps.single_program import SingleProgramSteps
 
 
 class TorchSteps(SingleProgramSteps):
     """`MutualLearningModel`'s steps on the PyTorch backend (see
-    `keras_dml.cohort_steps`)."""
+    `keras_dml.cohort.steps`)."""
 
     def _simultaneous_step(self, x, y):
         # With stop-gradient targets, the gradient of the summed losses with

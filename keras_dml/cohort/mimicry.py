@@ -41,6 +41,8 @@ layer. A method whose teachers are not the peers themselves overrides
 """
 
 import contextlib
+import dataclasses
+import inspect
 import math
 import numbers
 
@@ -48,8 +50,25 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dml.labels import labeled_mask
-from keras_dml.peer_calls import peer_logits
+from keras_dml.cohort.labels import labeled_mask
+from keras_dml.cohort.peer_calls import peer_logits
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """An argument of a mimicry method that the scripts expose as a flag.
+
+    Attributes:
+        argument: the class's keyword argument.
+        flag: the setting and flag, `--<flag>` (unique across the methods).
+        kind: how the flag parses: "str", "int" or "float".
+        help: what it does, for `--help` (the default shown is the class's).
+    """
+
+    argument: str
+    flag: str
+    kind: str
+    help: str
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -70,10 +89,21 @@ class Mimicry(keras.layers.Layer):
             means anything for this method; the cohort refuses it otherwise.
         uses_peer_copies: the teachers are copies of the peers kept by the
             method, not the peers' current logits.
+        flags: the arguments the scripts expose as flags (`Flag`): declared
+            here, with `check_arguments` as their check, they need no other
+            edit to appear in every script's `--help`, be checked and saved.
     """
 
     supports_sequential = True
     uses_peer_copies = False
+    flags = ()
+
+    @classmethod
+    def check_arguments(cls, **arguments):
+        """Raises ValueError, naming the argument as `name`, for a value
+        `__init__` refuses. The scripts check their flags with it before
+        anything runs; a method with arguments overrides it."""
+        del arguments
 
     def __init__(self, **kwargs):
         kwargs.setdefault("name", _default_name(type(self)))
@@ -269,12 +299,31 @@ class KDCL(Mimicry):
         Collaborative Learning". CVPR 2020.
     """
 
-    def __init__(self, variant="min_logit", **kwargs):
+    flags = (
+        Flag(
+            "variant",
+            "kdcl_variant",
+            "str",
+            "KDCL's teacher: min_logit (per class, the smallest margin to the "
+            "true class over the peers), naive (the peer with the lowest "
+            "cross-entropy), linear (the convex combination of the peers' "
+            "logits with the lowest cross-entropy on the batch) or general "
+            "(weights from the peers' error correlation on the --validation_size "
+            "images, refitted after every epoch).",
+        ),
+    )
+
+    @classmethod
+    def check_arguments(cls, variant="min_logit", **others):
+        super().check_arguments(**others)
         if variant not in KDCL_VARIANTS:
             raise ValueError(
-                f"KDCL `variant` must be one of {KDCL_VARIANTS}. "
-                f"Received: variant={variant!r}"
+                f"`variant` must be one of {', '.join(KDCL_VARIANTS)}. "
+                f"Received: {variant}"
             )
+
+    def __init__(self, variant="min_logit", **kwargs):
+        self.check_arguments(variant=variant)
         super().__init__(**kwargs)
         self.variant = variant
         if variant == "general":
@@ -609,19 +658,22 @@ def _is_float(variable):
     return "float" in str(variable.dtype)
 
 
-def _check_number(name, value, low, high, low_open=False, integer=False):
+def _check_number(name, value, low, high, integer=False, high_open=False):
     kind = numbers.Integral if integer else numbers.Real
     ok = (
         isinstance(value, kind)
         and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > low if low_open else value >= low)
-        and value <= high
+        and (math.isfinite(value) or high == math.inf)
+        and value >= low
+        and (value < high if high_open else value <= high)
     )
     if not ok:
-        bounds = f"{'(' if low_open else '['}{low}, {high}]"
+        if high == math.inf:
+            bounds = f">= {low}"
+        else:
+            bounds = f"in [{low}, {high}{')' if high_open else ']'}"
         what = "an integer" if integer else "a number"
-        raise ValueError(f"`{name}` must be {what} in {bounds}. Received: {value!r}")
+        raise ValueError(f"`{name}` must be {what} {bounds}. Received: {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -656,15 +708,25 @@ class TemporalMean(PeerCopies):
         2017. https://arxiv.org/abs/1703.01780
     """
 
+    flags = (
+        Flag(
+            "decay",
+            "teacher_decay",
+            "float",
+            "Decay of the weight averages the peers mimic; they average over "
+            "about 1 / (1 - decay) steps (at 1 they would never move).",
+        ),
+    )
+
     def __init__(self, decay=0.999, **kwargs):
-        _check_number("decay", decay, 0, 1)
-        if decay == 1:
-            raise ValueError(
-                "`decay` must be < 1: at 1 the averages never move from the "
-                "initial weights. Received: decay=1"
-            )
+        self.check_arguments(decay=decay)
         super().__init__(**kwargs)
         self.decay = float(decay)
+
+    @classmethod
+    def check_arguments(cls, decay=0.999, **others):
+        super().check_arguments(**others)
+        _check_number("decay", decay, 0, 1, high_open=True)
 
     def advance(self, copy, current, step):
         step = ops.cast(step, "float32")
@@ -704,10 +766,24 @@ class Codistillation(PeerCopies):
         https://arxiv.org/abs/1804.03235
     """
 
+    flags = (
+        Flag(
+            "refresh_steps",
+            "refresh_steps",
+            "int",
+            "Steps between refreshes of the stale copies the peers mimic (1 is DML).",
+        ),
+    )
+
     def __init__(self, refresh_steps=100, **kwargs):
-        _check_number("refresh_steps", refresh_steps, 1, math.inf, integer=True)
+        self.check_arguments(refresh_steps=refresh_steps)
         super().__init__(**kwargs)
         self.refresh_steps = int(refresh_steps)
+
+    @classmethod
+    def check_arguments(cls, refresh_steps=100, **others):
+        super().check_arguments(**others)
+        _check_number("refresh_steps", refresh_steps, 1, math.inf, integer=True)
 
     def advance(self, copy, current, step):
         refresh = ops.equal(ops.mod(step, self.refresh_steps), 0)
@@ -725,6 +801,21 @@ _BUILT_IN = {
     "codistillation": Codistillation,
 }
 NAMES = tuple(_BUILT_IN)
+
+
+def flags():
+    """`[(method name, Flag)]` of every built-in method's flag arguments."""
+    return [(name, flag) for name, cls in _BUILT_IN.items() for flag in cls.flags]
+
+
+def class_of(name):
+    """The class of the built-in method `name`."""
+    return _BUILT_IN[name]
+
+
+def default_of(name, argument):
+    """The default of `argument` in method `name`'s `__init__`."""
+    return inspect.signature(_BUILT_IN[name].__init__).parameters[argument].default
 
 
 def get(identifier, **arguments):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_dml.keras_internals import moving_averages
+from keras_dml.cohort.keras_internals import moving_averages
 
 
 def averaging_optimizer(optimizer):

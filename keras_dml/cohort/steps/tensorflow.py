@@ -4,18 +4,18 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_dml.keras_internals import (
+from keras_dml.cohort.keras_internals import (
     SYMBOLIC_BUILD_HOOK,
     explicit_strategy,
     in_multi_worker_mode,
 )
-from keras_dml.labels import checked_labels, labeled_mask
-from keras_dml.peer_calls import peer_logits
+from keras_dml.cohort.labels import checked_labels, labeled_mask
+from keras_dml.cohort.peer_calls import peer_logits
 
 
 class TensorFlowSteps:
     """`MutualLearningModel`'s steps on the TensorFlow backend, under any
-    `tf.distribute` strategy (see `keras_dml.cohort_steps`)."""
+    `tf.distribute` strategy (see `keras_dml.cohort.steps`)."""
 
     def train_step(self, data):
         return self._train_on(*self._unpack(data))
@@ -80,7 +80,7 @@ class TensorFlowSteps:
     def _checked(self, y, logits):
         """The labels as flat int32 ids, checked in the graph against the
         logits' class count (errors say what was received; see
-        `keras_dml.labels`)."""
+        `keras_dml.cohort.labels`)."""
         return checked_labels(y, logits[0].shape[-1], ops.shape(logits[0])[0])
 
     def _num_replicas(self):

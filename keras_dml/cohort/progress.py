@@ -22,8 +22,6 @@ import time
 
 import keras
 
-from keras_dml.callbacks import is_number
-
 _PEER_KEY = re.compile(r"peer(\d+)_(.+)")
 # Shorter names for narrow terminals.
 _SHORT_NAMES = {
@@ -33,6 +31,15 @@ _SHORT_NAMES = {
     "sparse_categorical_crossentropy": "xent",
     "sparse_top_k_categorical_accuracy": "top_k",
 }
+
+
+def is_number(value):
+    """Whether a logged value is a number (logs also hold strings, arrays)."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def headline_values(logs, metric, prefix=""):

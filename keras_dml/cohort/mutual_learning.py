@@ -10,21 +10,21 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dml import kl_ramp
-from keras_dml import losses as dml_losses
-from keras_dml import mimicry as mimicry_methods
-from keras_dml.checked_batches import CheckedPyDataset
-from keras_dml.cohort_metrics import CohortMetrics
-from keras_dml.cohort_steps import SUPPORTED_BACKENDS, CohortSteps
-from keras_dml.fit_callbacks import with_cohort_callbacks
-from keras_dml.keras_internals import (
+from keras_dml.cohort import kl_ramp
+from keras_dml.cohort import losses as dml_losses
+from keras_dml.cohort import mimicry as mimicry_methods
+from keras_dml.cohort.checked_batches import CheckedPyDataset
+from keras_dml.cohort.fit_callbacks import with_cohort_callbacks
+from keras_dml.cohort.keras_internals import (
     all_layers,
     keras_tensor_producer,
     optimizer_built_for,
 )
-from keras_dml.labels import check_host_labels, label_errors
-from keras_dml.peer_calls import split_peer_output
-from keras_dml.peer_optimizers import PeerOptimizers
+from keras_dml.cohort.labels import check_host_labels, label_errors
+from keras_dml.cohort.metrics import CohortMetrics
+from keras_dml.cohort.peer_calls import split_peer_output
+from keras_dml.cohort.peer_optimizers import PeerOptimizers
+from keras_dml.cohort.steps import SUPPORTED_BACKENDS, CohortSteps
 
 UPDATE_MODES = ("simultaneous", "sequential")
 
@@ -260,7 +260,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
             With one peer this is Hinton et al.'s knowledge distillation,
             `CE + kl_weight * T^2 * KL(sg(p_teacher) || p_student)`.
         kl_ramp_up_steps, kl_burn_in_steps, kl_ramp_shape: a schedule of
-            the mimicry weight over optimizer steps (`keras_dml.kl_ramp`):
+            the mimicry weight over optimizer steps (`keras_dml.cohort.kl_ramp`):
             0 for the first `kl_burn_in_steps`, then rising to `kl_weight`
             over `kl_ramp_up_steps` ("sigmoid": exp(-5 (1 - u)^2), as mean
             teacher and ONE; or "linear"). Both 0 (the default): no ramp.
@@ -581,7 +581,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         - `history.history["learning_rate"]` exists when a learning-rate
           callback runs, as in plain Keras.
         - The progress bar shows the loss and, per peer and for the ensemble,
-          the first compiled metric (`keras_dml.progress.CohortProgbar`); pass
+          the first compiled metric (`keras_dml.cohort.progress.CohortProgbar`); pass
           `keras.callbacks.ProgbarLogger()` for Keras's bar with every term.
           The history keeps every term.
         - Bad labels raise a `ValueError` that says what was received.
@@ -620,7 +620,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             self._check_arrays(validation[0], validation[1], "validation_data")
         if keras.backend.backend() != "tensorflow":
-            # Checked on the host batch by batch (keras_dml.checked_batches).
+            # Checked on the host batch by batch (keras_dml.cohort.checked_batches).
             for name in ("x", "validation_data"):
                 if isinstance(given.get(name), keras.utils.PyDataset):
                     bound.arguments[name] = CheckedPyDataset(
@@ -662,8 +662,8 @@ class MutualLearningModel(CohortSteps, keras.Model):
         unusable; a label out of range would otherwise train to NaN. Checking
         here gives the same error on every backend and leaves the model as it
         was. A `PyDataset`'s batches are checked here too, as Keras reads them
-        (`keras_dml.checked_batches`), on JAX and PyTorch; tf.data datasets
-        and generators inside the step (`keras_dml.labels.checked_labels`).
+        (`keras_dml.cohort.checked_batches`), on JAX and PyTorch; tf.data datasets
+        and generators inside the step (`keras_dml.cohort.labels.checked_labels`).
         """
         prefix = f"{where}: " if where else ""
         if isinstance(x, np.ndarray) and x.dtype.kind in "fc":
@@ -871,7 +871,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         return self._record(y, logits, logged)
 
     def _kl_factor(self):
-        """The mimicry weight's ramp factor now (`keras_dml.kl_ramp`)."""
+        """The mimicry weight's ramp factor now (`keras_dml.cohort.kl_ramp`)."""
         return kl_ramp.factor(
             self.optimizer.iterations if self.optimizer is not None else 0,
             self.kl_ramp_up_steps,

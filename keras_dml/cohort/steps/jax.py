@@ -25,15 +25,15 @@ import jax
 import keras
 from keras import StatelessScope, ops
 
-from keras_dml.cohort_steps.single_program import SingleProgramSteps
-from keras_dml.keras_internals import current_stateless_scope
-from keras_dml.labels import flat_labels
-from keras_dml.peer_calls import peer_logits, split_peer_output
+from keras_dml.cohort.keras_internals import current_stateless_scope
+from keras_dml.cohort.labels import flat_labels
+from keras_dml.cohort.peer_calls import peer_logits, split_peer_output
+from keras_dml.cohort.steps.single_program import SingleProgramSteps
 
 
 class JaxSteps(SingleProgramSteps):
     """`MutualLearningModel`'s steps on the JAX backend (see
-    `keras_dml.cohort_steps`)."""
+    `keras_dml.cohort.steps`)."""
 
     def train_step(self, state, data):
         groups = (

@@ -9,7 +9,7 @@ that Keras's own callbacks work on a cohort's logs as on a plain model's.
   automatically determine" for every per-peer name.
 - `learning_rate` is logged as in plain Keras when a learning-rate callback
   runs (Keras logs `learning_rate_<optimizer name>` per peer optimizer).
-- The progress bar is `keras_dml.progress.CohortProgbar` unless the user
+- The progress bar is `keras_dml.cohort.progress.CohortProgbar` unless the user
   passes a `ProgbarLogger`.
 """
 
@@ -17,8 +17,8 @@ import re
 
 import keras
 
-from keras_dml.keras_internals import declared_direction
-from keras_dml.progress import CohortProgbar
+from keras_dml.cohort.keras_internals import declared_direction
+from keras_dml.cohort.progress import CohortProgbar
 
 _LOSS_TERMS = re.compile(r"loss|peer\d+_(loss|ce|kl)")
 _COHORT_METRIC = re.compile(r"(?:peer\d+|ensemble)_(.+)")
