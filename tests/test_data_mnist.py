@@ -215,7 +215,7 @@ def test_the_datasets_are_registered_with_defaults_and_hints():
         assert module.DOWNLOAD_HINT in datasets.data_dir_problem(missing)
     with pytest.raises(ValueError, match="--validation_size applies to"):
         settings.resolve({"dataset": "folder", "model_dir": "x", "validation_size": 5})
-    with pytest.raises(ValueError, match="--validation_size must be >= 0"):
+    with pytest.raises(ValueError, match="--validation_size must be an integer >= 0"):
         settings.resolve({"dataset": "mnist", "model_dir": "x", "validation_size": -1})
 
 

@@ -390,14 +390,14 @@ def test_a_users_method_without_the_sequential_order_is_refused_in_its_terms():
         (
             lambda: mimicry.KDCL("max_logit"),
             "`variant` must be one of min_logit, naive, linear, general. "
-            "Received: max_logit",
+            "Received: variant=max_logit",
         ),
         (lambda: mimicry.TemporalMean(1.0), r"`decay` must be a number in \[0, 1\)"),
         (lambda: mimicry.TemporalMean(-0.1), "decay"),
         (lambda: mimicry.Codistillation(0), "refresh_steps"),
         (
             lambda: mimicry.Codistillation(2.5),
-            "`refresh_steps` must be an integer >= 1. Received: 2.5",
+            "`refresh_steps` must be an integer >= 1. Received: refresh_steps=2.5",
         ),
     ],
 )

@@ -92,7 +92,7 @@ def test_paired_differences_are_per_seed_then_averaged():
 
 def test_variants_are_checked_before_any_run(tmp_path):
     base = settings.resolve({"dataset": "digits", "model_dir": str(tmp_path)})
-    with pytest.raises(ValueError, match="--kl_weight must be >= 0"):
+    with pytest.raises(ValueError, match="--kl_weight must be a number >= 0"):
         compare.check_variants(base, [("a", {}), ("b", {"kl_weight": -1.0})])
     with pytest.raises(ValueError, match="evaluated by ranking"):
         compare.check_variants(base.replace(dataset="market1501"), [("a", {})])

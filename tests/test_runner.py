@@ -106,7 +106,7 @@ def test_invalid_settings_are_all_named():
             {"model_dir": "x", "lr": -1.0, "peers": ("resnet32", "vgg"), "update": "x"}
         )
     message = str(error.value)
-    assert "--lr must be > 0" in message
+    assert "--lr must be a number > 0" in message
     assert "unknown peer 'vgg'" in message
     assert "--update must be one of simultaneous, sequential" in message
 
@@ -360,7 +360,7 @@ def test_moving_averages_are_what_a_run_evaluates_and_resume_exactly(tmp_path):
             not np.array_equal(trained.numpy(), average.numpy())
             for trained, average in pairs
         )
-    with pytest.raises(ValueError, match=r"--ema_decay must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"--ema_decay must be a number in \[0, 1\)"):
         _smoke(tmp_path / "c", **{**given, "ema_decay": 1.0})
 
 
@@ -602,7 +602,7 @@ def test_the_kl_ramp_settings_become_steps_of_the_cohort(tmp_path):
     steps = results["steps_per_epoch"]
     assert (cohort.kl_ramp_up_steps, cohort.kl_burn_in_steps) == (steps, steps // 2)
     assert cohort.kl_ramp_shape == "linear"
-    with pytest.raises(ValueError, match="--kl_ramp_up_epochs must be >= 0"):
+    with pytest.raises(ValueError, match="--kl_ramp_up_epochs must be a number >= 0"):
         settings.resolve(
             {"dataset": "digits", "model_dir": "x", "kl_ramp_up_epochs": -1}
         )

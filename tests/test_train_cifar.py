@@ -199,7 +199,7 @@ _BAD_SETTINGS = [
     ),
     ({"peers": ("resnet8",)}, "--peers needs at least 2 names"),
     ({"lr_milestones": (120, 60)}, "--lr_milestones must be increasing"),
-    ({"lr": 0.0}, "--lr must be > 0"),
+    ({"lr": 0.0}, "--lr must be a number > 0"),
     ({"update": "random"}, "--update must be one of simultaneous, sequential"),
 ]
 
@@ -253,7 +253,7 @@ def test_bad_flags_fail_clearly(tmp_path, flags, message):
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     if "--lr=0" in flags:  # Every bad setting is named at once.
-        assert "--lr must be > 0" in result.stderr
+        assert "--lr must be a number > 0. Received: 0.0" in result.stderr
     assert "Traceback" not in result.stderr
 
 

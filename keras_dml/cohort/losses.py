@@ -18,11 +18,10 @@ Reference:
 """
 
 import collections
-import math
-import numbers
 
 from keras import ops
 
+from keras_dml.checks import check_number
 from keras_dml.cohort import mimicry as mimicry_methods
 from keras_dml.cohort.labels import labeled_mask
 
@@ -42,36 +41,10 @@ Attributes:
 
 def validate_hyperparameters(kl_weight, temperature, mimicry, label_smoothing=0.0):
     """Raises ValueError naming the first bad DML hyperparameter."""
-    if (
-        isinstance(kl_weight, bool)
-        or not isinstance(kl_weight, numbers.Real)
-        or not math.isfinite(kl_weight)
-        or kl_weight < 0
-    ):
-        raise ValueError(
-            "`kl_weight` must be a finite number >= 0 (0 trains the peers "
-            f"independently). Received: kl_weight={kl_weight!r}"
-        )
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ValueError(
-            "`temperature` must be a finite number > 0. "
-            f"Received: temperature={temperature!r}"
-        )
+    check_number("`kl_weight`", kl_weight, 0, why=" (0 trains the peers independently)")
+    check_number("`temperature`", temperature, 0, low_open=True)
     mimicry_methods.get(mimicry)  # Raises for an unknown name.
-    if (
-        isinstance(label_smoothing, bool)
-        or not isinstance(label_smoothing, numbers.Real)
-        or not 0 <= label_smoothing < 1
-    ):
-        raise ValueError(
-            "`label_smoothing` must be a number in [0, 1). "
-            f"Received: label_smoothing={label_smoothing!r}"
-        )
+    check_number("`label_smoothing`", label_smoothing, 0, 1, high_open=True)
 
 
 KL_REDUCTIONS = ("mean", "sum")

@@ -44,12 +44,12 @@ import contextlib
 import dataclasses
 import inspect
 import math
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_dml.checks import check_number
 from keras_dml.cohort.labels import labeled_mask
 from keras_dml.cohort.peer_calls import peer_logits
 
@@ -319,7 +319,7 @@ class KDCL(Mimicry):
         if variant not in KDCL_VARIANTS:
             raise ValueError(
                 f"`variant` must be one of {', '.join(KDCL_VARIANTS)}. "
-                f"Received: {variant}"
+                f"Received: variant={variant}"
             )
 
     def __init__(self, variant="min_logit", **kwargs):
@@ -658,24 +658,6 @@ def _is_float(variable):
     return "float" in str(variable.dtype)
 
 
-def _check_number(name, value, low, high, integer=False, high_open=False):
-    kind = numbers.Integral if integer else numbers.Real
-    ok = (
-        isinstance(value, kind)
-        and not isinstance(value, bool)
-        and (math.isfinite(value) or high == math.inf)
-        and value >= low
-        and (value < high if high_open else value <= high)
-    )
-    if not ok:
-        if high == math.inf:
-            bounds = f">= {low}"
-        else:
-            bounds = f"in [{low}, {high}{')' if high_open else ']'}"
-        what = "an integer" if integer else "a number"
-        raise ValueError(f"`{name}` must be {what} {bounds}. Received: {value!r}")
-
-
 @keras.saving.register_keras_serializable(package="keras_dml")
 class TemporalMean(PeerCopies):
     """Temporal mean teachers: peer k mimics the other peers' exponential
@@ -726,7 +708,7 @@ class TemporalMean(PeerCopies):
     @classmethod
     def check_arguments(cls, decay=0.999, **others):
         super().check_arguments(**others)
-        _check_number("decay", decay, 0, 1, high_open=True)
+        check_number("`decay`", decay, 0, 1, high_open=True)
 
     def advance(self, copy, current, step):
         step = ops.cast(step, "float32")
@@ -783,7 +765,7 @@ class Codistillation(PeerCopies):
     @classmethod
     def check_arguments(cls, refresh_steps=100, **others):
         super().check_arguments(**others)
-        _check_number("refresh_steps", refresh_steps, 1, math.inf, integer=True)
+        check_number("`refresh_steps`", refresh_steps, 1, integer=True)
 
     def advance(self, copy, current, step):
         refresh = ops.equal(ops.mod(step, self.refresh_steps), 0)

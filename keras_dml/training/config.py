@@ -9,11 +9,11 @@ code's for Market-1501.
 """
 
 import dataclasses
-import math
 import os
 from typing import Any
 
 from keras_dml import datasets, models
+from keras_dml.checks import number_problem
 from keras_dml.cohort import mimicry as mimicry_methods
 from keras_dml.cohort.mutual_learning import UPDATE_MODES
 from keras_dml.training.strategies import STRATEGIES
@@ -526,7 +526,8 @@ def _mimicry_problems(config):
         try:  # The class's own check, in the flag's words.
             mimicry_methods.class_of(method).check_arguments(**{argument: value})
         except ValueError as error:
-            problems.append(str(error).replace(f"`{argument}`", f"--{name}"))
+            problem = str(error).replace(f"`{argument}`", f"--{name}")
+            problems.append(problem.replace(f"Received: {argument}=", "Received: "))
     variant = config.kdcl_variant
     if config.mimicry == "kdcl" and variant == "general" and not config.validation_size:
         problems.append(
@@ -541,6 +542,47 @@ def _mimicry_problems(config):
                 f"--mimicry={config.mimicry} takes --update=simultaneous only: its "
                 "teachers are copies that no peer's update changes within a step."
             )
+    return problems
+
+
+# Every numeric setting's range, checked one way (keras_dml.checks); a
+# setting marked optional may be left unset (None).
+_RANGES = {
+    "teacher_peer": dict(low=0, integer=True),
+    "epochs": dict(low=1, integer=True),
+    "batch_size": dict(low=1, integer=True),
+    "validation_size": dict(low=0, integer=True, optional=True),
+    "cpu_threads": dict(low=0, integer=True, optional=True),
+    "steps_per_epoch": dict(low=1, integer=True, optional=True),
+    **{name: dict(low=0, low_open=True) for name in ("lr", "lr_decay", "temperature")},
+    **{
+        name: dict(low=0)
+        for name in (
+            "momentum",
+            "weight_decay",
+            "kl_weight",
+            "kl_ramp_up_epochs",
+            "kl_burn_in_epochs",
+        )
+    },
+    **{
+        name: dict(low=0, high=1, high_open=True)
+        for name in ("beta1", "beta2", "label_smoothing", "dropout", "ema_decay")
+    },
+    "random_erasing": dict(low=0, high=1, why=" (a probability)"),
+}
+
+
+def _number_problems(config):
+    problems = []
+    for name, bounds in _RANGES.items():
+        bounds = dict(bounds)
+        value = getattr(config, name)
+        if bounds.pop("optional", False) and value is None:
+            continue
+        problem = number_problem(f"--{name}", value, **bounds)
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
@@ -574,15 +616,11 @@ def validate(config):
             )
         elif not os.path.isfile(config.teacher):
             problems.append(f"--teacher={config.teacher} is not a file.")
-    if not isinstance(config.teacher_peer, int) or config.teacher_peer < 0:
-        problems.append(f"--teacher_peer must be >= 0. Received: {config.teacher_peer}")
     unknown = [p for p in peers if models.canonical_name(p) not in models.NAMES]
     if unknown:
         valid = ", ".join(models.NAMES)
         problems.append(f"--peers: unknown peer {unknown[0]!r}. Valid names: {valid}")
-    for name in ("epochs", "batch_size"):
-        if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
-            problems.append(f"--{name} must be >= 1. Received: {getattr(config, name)}")
+    problems += _number_problems(config)
     if config.dataset in datasets.NAMES:
         # The dataset's own checks (the digits' train_size range, re-ID's peers).
         problems += datasets.get(config.dataset).check(config)
@@ -598,9 +636,7 @@ def validate(config):
                 "epochs."
             )
     size = config.validation_size
-    if size is not None and (not isinstance(size, int) or size < 0):
-        problems.append(f"--validation_size must be >= 0. Received: {size}")
-    elif size and config.dataset in datasets.NAMES:
+    if isinstance(size, int) and size > 0 and config.dataset in datasets.NAMES:
         # A dataset that can hold a split out says so with a default.
         splitting = [
             d.name
@@ -613,35 +649,6 @@ def validate(config):
                 f"(received --dataset={config.dataset})."
             )
     problems += _mimicry_problems(config)
-    if config.cpu_threads is not None and config.cpu_threads < 0:
-        problems.append(f"--cpu_threads must be >= 0. Received: {config.cpu_threads}")
-    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
-        problems.append(
-            f"--steps_per_epoch must be >= 1. Received: {config.steps_per_epoch}"
-        )
-    for name in ("lr", "lr_decay", "temperature"):
-        value = getattr(config, name)
-        if value is None or not (value > 0 and math.isfinite(value)):
-            problems.append(f"--{name} must be > 0. Received: {value}")
-    for name in (
-        "momentum",
-        "weight_decay",
-        "kl_weight",
-        "kl_ramp_up_epochs",
-        "kl_burn_in_epochs",
-    ):
-        value = getattr(config, name)
-        if not (value >= 0 and math.isfinite(value)):
-            problems.append(f"--{name} must be >= 0. Received: {value}")
-    for name in ("beta1", "beta2", "label_smoothing", "dropout", "ema_decay"):
-        value = getattr(config, name)
-        if not 0 <= value < 1:
-            problems.append(f"--{name} must be in [0, 1). Received: {value}")
-    if not 0 <= config.random_erasing <= 1:
-        problems.append(
-            f"--random_erasing is a probability in [0, 1]. "
-            f"Received: {config.random_erasing}"
-        )
     milestones = list(config.lr_milestones or ())
     if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
         problems.append(
