@@ -298,7 +298,7 @@ def array_loader(load_split, num_classes, mean, std, shape, *, padding, flip):
 # What `--smoke_test` sets: 2 steps of 8, 2 epochs (SMOKE: and a validation
 # split of 8, for the datasets that hold one out by default).
 SMALL = {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2}
-SMOKE = {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "validation_size": 8}
+SMOKE = {**SMALL, "validation_size": 8}
 
 
 def smoke_arrays(config, read, num_classes, shape):
