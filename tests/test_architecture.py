@@ -144,13 +144,12 @@ def test_imports_inside_functions_are_the_lazy_ones_and_say_why():
 
 def test_the_public_import_paths_keep_working():
     # Users' imports from before the cohort and the datasets had wings.
+    import keras_dml
     import keras_dml.losses
     import keras_dml.mimicry
+    from keras_dml.data import cifar10, load_mnist, market1501_dataset, read_cifar100
     from keras_dml.losses import mutual_learning_terms
     from keras_dml.mimicry import TemporalMean
-
-    import keras_dml
-    from keras_dml.data import cifar10, load_mnist, market1501_dataset, read_cifar100
 
     assert keras_dml.mimicry is keras_dml.cohort.mimicry
     assert keras_dml.losses.mutual_learning_terms is mutual_learning_terms
