@@ -24,6 +24,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_dml.backends import runtime
 from keras_dml.cohort.mimicry import TemporalMean, name_of
 from keras_dml.cohort.mutual_learning import MutualLearningModel, split_peer_output
 from keras_dml.data.normalization import check_normalization, for_channels, normalize
@@ -303,7 +304,7 @@ def export_peers(
     saved copy of the model (`keras_dml.export_process`): TensorFlow must be
     installed, as it is with keras_dml.
     """
-    if keras.backend.backend() != "tensorflow":
+    if not runtime().exports_in_process:
         # Lazy: export_process's child imports this module (a cycle at load).
         from keras_dml.export_process import export_in_tensorflow
 

@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_dml  # noqa: E402
+from keras_dml.backends.tensorflow import TensorFlowDevices  # noqa: E402
 from keras_dml.callbacks import EpochCheckpoint  # noqa: E402
 from keras_dml.data import array_dataset  # noqa: E402
 from keras_dml.datasets import cifar100  # noqa: E402
-from keras_dml.training.devices import TensorFlowDevices  # noqa: E402
 
 GLOBAL_BATCH, STEPS, EPOCHS, SEED = 8, 3, 2, 5
 

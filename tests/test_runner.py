@@ -570,7 +570,7 @@ def test_several_workers_need_one_seed_and_one_chief():
 
     import tensorflow as tf
 
-    from keras_dml.training.devices import TensorFlowDevices
+    from keras_dml.backends.tensorflow import TensorFlowDevices
 
     cluster = tf.train.ClusterSpec({"worker": ["host1:1234", "host2:1234"]})
     for index in (0, 1):

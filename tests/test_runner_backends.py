@@ -15,8 +15,9 @@ import pytest
 from test_multi_worker import _free_ports
 
 import keras_dml  # noqa: F401  (registers the saved classes)
+from keras_dml import backends
+from keras_dml.backends.jax import JaxDevices
 from keras_dml.training import config as settings
-from keras_dml.training import devices
 from keras_dml.training.run import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,7 +194,7 @@ def test_devices_refused_by_the_backend_are_named(tmp_path, monkeypatch):
         with pytest.raises(
             ValueError, match=f"--strategy={name} needs several devices"
         ):
-            devices.make_devices(name)
+            backends.make_devices(name)
     config = settings.resolve(
         {"dataset": "digits", "model_dir": str(tmp_path / "r"), "cpu_threads": 1}
     )
@@ -206,7 +207,7 @@ def test_jax_multi_worker_names_the_variables_it_needs(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     monkeypatch.delenv("KERAS_DISTRIBUTION_NUM_PROCESSES", raising=False)
     with pytest.raises(ValueError, match="KERAS_DISTRIBUTION_JOB_ADDRESSES"):
-        devices.make_devices("multi_worker")
+        backends.make_devices("multi_worker")
 
 
 def test_jax_devices_check_the_batch_and_the_process_count(monkeypatch):
@@ -214,11 +215,11 @@ def test_jax_devices_check_the_batch_and_the_process_count(monkeypatch):
     two_devices = types.SimpleNamespace(
         device_mesh=types.SimpleNamespace(devices=np.empty((2,), object))
     )
-    jax_devices = devices.JaxDevices(two_devices)
+    jax_devices = JaxDevices(two_devices)
     jax_devices.check_batch_size(8)
     with pytest.raises(ValueError, match="--batch_size=7 does not split over 2 JAX"):
         jax_devices.check_batch_size(7)
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match="Received: 'two'"):
-        devices.make_devices("auto")
+        backends.make_devices("auto")

@@ -619,7 +619,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         validation = given.get("validation_data")
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             self._check_arrays(validation[0], validation[1], "validation_data")
-        if keras.backend.backend() != "tensorflow":
+        if not self.checks_labels_in_graph:
             # Checked on the host batch by batch (keras_dml.cohort.checked_batches).
             for name in ("x", "validation_data"):
                 if isinstance(given.get(name), keras.utils.PyDataset):

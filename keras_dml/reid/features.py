@@ -1,12 +1,11 @@
 """Re-ID features: the pooled embeddings of one peer or of a whole cohort."""
 
-import contextlib
 from typing import NamedTuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_dml.backends import runtime
 from keras_dml.cohort.mutual_learning import MutualLearningModel
 from keras_dml.reid.evaluation import l2_normalize
 
@@ -62,14 +61,16 @@ def extract_features(
             f"`ensemble` must be one of {ENSEMBLES}. Received: {ensemble!r}"
         )
 
-    @_for_inference
+    backend = runtime()
+
+    @backend.for_inference
     def embed(images):
         outputs = []
         for peer in peers:
-            embedding = _embedding(peer, images)
+            embedding = _embedding(backend, peer, images)
             if flip:
                 mirrored = images[:, :, ::-1]
-                embedding = (embedding + _embedding(peer, mirrored)) / 2
+                embedding = (embedding + _embedding(backend, peer, mirrored)) / 2
             outputs.append(embedding)
         return outputs
 
@@ -114,36 +115,11 @@ def combine(features, ensemble="concat"):
     return np.mean(features, axis=0)
 
 
-def _embedding(peer, images):
-    if keras.backend.backend() == "tensorflow":
-        output = peer(images, training=False)
-    else:
-        output = peer.predict_on_batch(images)
+def _embedding(backend, peer, images):
+    output = backend.peer_output(peer, images)
     if not isinstance(output, dict) or "embedding" not in output:
         raise ValueError(
             f"Peer {peer.name!r} returns no 'embedding'; re-ID peers return "
             "{'logits': ..., 'embedding': ...} (see keras_dml.models.reid_mobilenet)."
         )
     return keras.ops.cast(output["embedding"], "float32")
-
-
-def _for_inference(embed):
-    """`embed` as this backend runs inference best: a `tf.function` on
-    TensorFlow; on JAX and PyTorch, each peer's own compiled `predict_on_batch`
-    (jitted on JAX, without gradients on PyTorch). Under a JAX
-    `DataParallel` distribution each batch is given whole to the
-    (replicated) weights, so a batch of any size works."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return tf.function(embed)
-
-    def run(images):
-        if backend == "jax":
-            # Lazy: the JAX step file imports jax, which only a JAX run has.
-            from keras_dml.cohort.steps.jax import whole_batches
-        else:
-            whole_batches = contextlib.nullcontext
-        with whole_batches():
-            return embed(np.asarray(images))
-
-    return run

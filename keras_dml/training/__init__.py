@@ -1,10 +1,10 @@
 """Running experiments: settings, the one runner, devices, reports."""
 
+from keras_dml.backends import make_devices
+from keras_dml.backends.tensorflow import make_strategy
 from keras_dml.training.config import SETTINGS, RunConfig, resolve
-from keras_dml.training.devices import make_devices
 from keras_dml.training.loop import TrainingDiverged
 from keras_dml.training.run import run
-from keras_dml.training.strategies import make_strategy
 
 __all__ = [
     "SETTINGS",

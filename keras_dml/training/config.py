@@ -13,10 +13,10 @@ import os
 from typing import Any
 
 from keras_dml import datasets, models
+from keras_dml.backends import STRATEGIES
 from keras_dml.checks import number_problem
 from keras_dml.cohort import mimicry as mimicry_methods
 from keras_dml.cohort.mutual_learning import UPDATE_MODES
-from keras_dml.training.strategies import STRATEGIES
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "piecewise", "cosine")

@@ -7,6 +7,7 @@ import os
 import keras
 
 from keras_dml import files
+from keras_dml.backends import has_gpu
 from keras_dml.callbacks import (
     EpochCheckpoint,
     EpochSummary,
@@ -14,7 +15,6 @@ from keras_dml.callbacks import (
     StopOnNaN,
 )
 from keras_dml.cohort.progress import CohortProgbar
-from keras_dml.training.devices import has_gpu
 
 
 class TrainingDiverged(RuntimeError):

@@ -4,6 +4,7 @@ import platform
 import sys
 
 import keras_dml
+from keras_dml.backends import runtime
 from keras_dml.figures import save_figure
 from keras_dml.files import atomic_write_text, write_json
 
@@ -31,17 +32,7 @@ def versions():
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
-    if found["backend"] == "jax":
-        import jax
-
-        found.update(jax=jax.__version__, devices=[str(d) for d in jax.devices()])
-    elif found["backend"] == "torch":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        found.update(torch=torch.__version__, devices=[device])
-    else:
-        found["devices"] = [d.name for d in tf.config.list_logical_devices()]
+    found.update(runtime().versions())
     return found
 
 

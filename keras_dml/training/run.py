@@ -15,18 +15,16 @@ import time
 import zipfile
 
 import keras
-import tensorflow as tf
 
 from keras_dml import datasets, files, models
+from keras_dml.backends import runtime
 from keras_dml.callbacks import checkpoint_files
 from keras_dml.cohort import mimicry as mimicry_methods
 from keras_dml.cohort.mutual_learning import MutualLearningModel
-from keras_dml.cpu_threads import configure_cpu_threads
 from keras_dml.data.epochs import resolve_seed
 from keras_dml.export import export_peers
 from keras_dml.training import config as settings
 from keras_dml.training import loop, reports
-from keras_dml.training.devices import make_devices
 from keras_dml.training.lock import RunLock
 
 CONFIG_FILE = "config.json"
@@ -156,17 +154,19 @@ def prepared_run(config):
         `LoadedData`.
     """
     settings.validate(config)
-    _check_backend(config)
+    backend = runtime()
+    problem = backend.cpu_threads_problem(config.cpu_threads)
+    if problem:
+        raise ValueError(problem)
     problem = datasets.data_dir_problem(config)
     if problem:
         raise ValueError(problem)
     created = not os.path.exists(config.model_dir)
     files.ensure_writable_dir(config.model_dir, "--model_dir")
     try:
-        if keras.backend.backend() == "tensorflow":
-            # Before TensorFlow's first op, after which it cannot change.
-            configure_cpu_threads(len(config.peers), config.cpu_threads)
-        devices = make_devices(config.strategy)
+        # Before the backend's first op, after which threads cannot change.
+        backend.set_cpu_threads(len(config.peers), config.cpu_threads)
+        devices = backend.make_devices(config.strategy)
         write_to = devices.writable_dir(config.model_dir)
         with contextlib.ExitStack() as stack:
             if write_to == config.model_dir:
@@ -269,31 +269,10 @@ def _remove_if_empty(folder):
             os.rmdir(folder)
 
 
-def _check_backend(config):
-    backend = keras.backend.backend()
-    if backend != "tensorflow" and config.cpu_threads:
-        raise ValueError(
-            f"--cpu_threads sets TensorFlow's threads per op; this process trains "
-            f"on {backend} (KERAS_BACKEND), which chooses its own. Leave it unset."
-        )
-
-
-def _make_deterministic():
-    """Deterministic kernels on this backend (JAX's CPU and TPU kernels
-    already are; on GPUs, set XLA_FLAGS=--xla_gpu_deterministic_ops=true)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        tf.config.experimental.enable_op_determinism()
-    elif backend == "torch":
-        import torch
-
-        torch.use_deterministic_algorithms(True)
-
-
 @contextlib.contextmanager
 def _precision_and_seeds(config):
     if config.deterministic:
-        _make_deterministic()
+        runtime().make_deterministic()
     keras.utils.set_random_seed(config.seed)
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(

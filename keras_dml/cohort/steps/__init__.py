@@ -19,32 +19,29 @@ What a backend's class provides (the model calls nothing else of it):
 - `_counts(labels)`: local and global numbers of labeled examples and of
   examples; `_num_replicas()`;
 - `_variable_scope()`: where the cohort's optimizer and metric variables are
-  created; `_finalize_logs(logs)`.
+  created; `_finalize_logs(logs)`;
+- `checks_labels_in_graph`: True when the step asserts label values itself
+  (otherwise `fit` checks a `keras.utils.PyDataset`'s batches on the host).
 """
+
+import importlib
 
 import keras
 
+# A backend is its step file here, `<name>.py` defining `STEPS`, and its
+# runtime, `keras_dml/backends/<name>.py`; its name is listed once, here.
 SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def steps_class(backend=None):
     """The step class of `backend` (default: the one Keras runs on)."""
     backend = backend or keras.backend.backend()
-    # Lazy: each step file imports its backend's library (tensorflow, jax,
-    # torch), which only that backend's users have loaded or installed.
-    if backend == "tensorflow":
-        from keras_dml.cohort.steps.tensorflow import TensorFlowSteps
-
-        return TensorFlowSteps
-    if backend == "jax":
-        from keras_dml.cohort.steps.jax import JaxSteps
-
-        return JaxSteps
-    if backend == "torch":
-        from keras_dml.cohort.steps.torch import TorchSteps
-
-        return TorchSteps
-    return _UnsupportedBackend
+    if backend not in SUPPORTED_BACKENDS:
+        return _UnsupportedBackend
+    # By name, when first asked: each step file imports its backend's
+    # library (tensorflow, jax, torch), which only that backend's users have
+    # loaded or installed.
+    return importlib.import_module(f"keras_dml.cohort.steps.{backend}").STEPS
 
 
 class _UnsupportedBackend:

@@ -238,3 +238,6 @@ def whole_batches():
         yield
     finally:
         keras.distribution.set_distribution(distribution)
+
+
+STEPS = JaxSteps

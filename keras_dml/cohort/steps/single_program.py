@@ -16,6 +16,11 @@ from keras_dml.cohort.labels import labeled_mask
 class SingleProgramSteps:
     """Base of `JaxSteps` and `TorchSteps` (see `keras_dml.cohort.steps`)."""
 
+    # Neither JAX's jitted step nor this package's torch step asserts label
+    # values: a PyDataset's batches are checked on the host
+    # (keras_dml.cohort.checked_batches).
+    checks_labels_in_graph = False
+
     def train_step(self, data):
         return self._train_on(*self._unpack(data))
 

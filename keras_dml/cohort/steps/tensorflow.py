@@ -17,6 +17,10 @@ class TensorFlowSteps:
     """`MutualLearningModel`'s steps on the TensorFlow backend, under any
     `tf.distribute` strategy (see `keras_dml.cohort.steps`)."""
 
+    # Label values are asserted inside the graph (`checked_labels`), so a
+    # keras.utils.PyDataset needs no host-side check batch by batch.
+    checks_labels_in_graph = True
+
     def train_step(self, data):
         return self._train_on(*self._unpack(data))
 
@@ -168,3 +172,6 @@ def _replica_specs(iterator):
     if any(leaf is None for leaf in keras.tree.flatten(specs)):
         return None
     return specs
+
+
+STEPS = TensorFlowSteps

@@ -75,3 +75,6 @@ class TorchSteps(SingleProgramSteps):
         num_classes = logits[0].shape[-1]
         check_label_values(ops.convert_to_numpy(y), num_classes)
         return flat_labels(y, num_classes)
+
+
+STEPS = TorchSteps
