@@ -39,13 +39,14 @@ def test_the_best_validation_top1_among_candidates_that_fit_wins(tmp_path, monke
     }
     seen = {}
 
-    def fake_run_variants(base, variants, seeds, output_dir, print_fn, scores):
-        seen["variants"] = variants
-        assert scores(_outcome([0.5, 0.25], [1, 1])) == {
-            "a (validation)": 0.5,
-            "b (validation)": 0.25,
-        }
-        return {label: [_outcome(*measured[label])] * seeds for label, _ in variants}
+    def fake_run_variants(base, variants, seeds, output_dir, print_fn):
+        seen["variants"] = [(v.label, v.changes) for v in variants]
+        for variant in variants:  # What is printed: validation, never test.
+            assert variant.scored(_outcome([0.5, 0.25], [1, 1])) == {
+                "a (validation)": 0.5,
+                "b (validation)": 0.25,
+            }
+        return {v.label: [_outcome(*measured[v.label])] * seeds for v in variants}
 
     monkeypatch.setattr(compare, "run_variants", fake_run_variants)
     base = settings.resolve(

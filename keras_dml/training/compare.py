@@ -1,15 +1,19 @@
-"""Paired comparisons over seeds: the same run under several settings.
+"""The one experiment runner: a table of variants, each run over paired seeds.
 
 For every seed, each variant (e.g. independent and DML) is one ordinary run
-of `keras_dml.training.run.run` in `<output_dir>/seed<s>/<variant>/`, started
-from the same seed: the same initial weights and the same batches, so the
-per-seed difference between two variants is the effect of the settings that
-differ, not of the draw. Every run is resumable on its own; re-running the
-same command after an interruption finishes what is missing.
+of `keras_dml.training.run.run` (by default in
+`<output_dir>/seed<s>/<variant>/`), started from the same seed: the same
+initial weights and the same batches, so the per-seed difference between two
+variants is the effect of the settings that differ, not of the draw. Every
+run is resumable on its own; re-running the same command after an
+interruption finishes what is missing.
 
-The quickstart (independent vs DML on the digits) is this with two variants.
+The quickstart (independent vs DML), the mimicry comparison (every method),
+the paper's CIFAR-100 table (independent vs DML per pair) and the parts of
+the paper's experiments are each a variant table given to `run_variants`.
 """
 
+import dataclasses
 import os
 import statistics
 import time
@@ -29,19 +33,60 @@ def run_folder(output_dir, seed, label):
     return os.path.join(output_dir, f"seed{seed}", label.lower().replace(" ", "_"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of a variant table.
+
+    Attributes:
+        label: its name in tables, logs and (by default) its folder.
+        changes: the settings it changes from the base: a dict, or
+            `seed -> dict` where they depend on the seed (e.g. a teacher
+            that an earlier variant of the same seed trains).
+        folder: `seed -> its run's folder`, where runs are shared with
+            another table; None: `<output_dir>/seed<s>/<label>/`.
+        scores: `results -> {column: top-1}` of one run; None: each peer's
+            and the ensemble's test top-1 (`named_scores`).
+    """
+
+    label: str
+    changes: object = dataclasses.field(default_factory=dict)
+    folder: object = None
+    scores: object = None
+
+    def settings(self, seed):
+        return self.changes(seed) if callable(self.changes) else self.changes
+
+    def run_dir(self, output_dir, seed):
+        if self.folder is not None:
+            return self.folder(seed)
+        return run_folder(output_dir, seed, self.label)
+
+    def scored(self, results):
+        return (self.scores or named_scores)(results)
+
+
+def as_variants(variants):
+    """`Variant`s from `Variant`s or `(label, changes)` pairs."""
+    return [v if isinstance(v, Variant) else Variant(*v) for v in variants]
+
+
 def check_variants(base, variants):
     """Raises ValueError before any run when a variant's settings are invalid
-    or the dataset has no top-1 to compare."""
+    or the dataset has no top-1 to compare. Settings that depend on the seed
+    are checked by each run when it starts (they may name files an earlier
+    run writes)."""
     if not datasets.get(base.dataset).evaluation.compares_top1:
         raise ValueError(
             f"--dataset={base.dataset} is evaluated by ranking, not top-1: compare "
             "its runs with scripts/train.py and their reid_results.json."
         )
-    labels = [label for label, _ in variants]
+    variants = as_variants(variants)
+    labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Variant labels must differ. Received: {labels}")
-    for _, changes in variants:
-        settings.validate(base.replace(**changes))
+    for variant in variants:
+        if not callable(variant.changes):
+            settings.validate(base.replace(**variant.changes))
 
 
 def comparison_base(flag_values, defaults, per_run, script, output_dir):
@@ -75,47 +120,49 @@ def comparison_base(flag_values, defaults, per_run, script, output_dir):
     return settings.resolve({**given, "model_dir": output_dir})
 
 
-def run_variants(base, variants, seeds, output_dir, print_fn=print, scores=None):
-    """Runs every variant for seeds 0..seeds-1.
+def run_variants(base, variants, seeds, output_dir, print_fn=print):
+    """Runs every variant for every seed, the seeds in turn.
 
-    Only seed 0's runs export their peers (when their settings say so): the
-    other seeds' are the same models from other draws.
+    Only the first seed's runs export their peers (when their settings say
+    so): the other seeds' are the same models from other draws.
 
     Args:
         base: the `RunConfig` every run starts from (its `model_dir` and
             `seed` are replaced per run).
-        variants: `[(label, {setting: value}), ...]`; the first is the
-            baseline the others are compared with.
-        seeds: how many seeds.
-        output_dir: the parent of every run's folder.
-        scores: `results -> {name: top-1}` printed after each run; defaults
-            to the test top-1 (`named_scores`).
+        variants: `Variant`s or `(label, {setting: value})` pairs; the first
+            is the baseline the others are compared with.
+        seeds: how many seeds (0, 1, ...), or the seeds themselves.
+        output_dir: the parent of the runs' folders.
 
     Returns:
-        `{label: [results of seed 0, seed 1, ...]}`, each the dict `run`
-        returns.
+        `{label: [results of each seed]}`, each the dict `run` returns.
     """
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1. Received: {seeds}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"--seeds must be >= 1. Received: {seeds}")
+        seeds = range(seeds)
+    seeds = list(seeds)
+    variants = as_variants(variants)
     check_variants(base, variants)  # Every variant, before the first run.
     files.ensure_writable_dir(output_dir, "--output_dir")
-    results = {label: [] for label, _ in variants}
-    for seed in range(seeds):
-        for label, changes in variants:
+    results = {v.label: [] for v in variants}
+    for seed in seeds:
+        for variant in variants:
             keras.backend.clear_session()  # Same layer names in every run.
-            config = base.replace(**changes)
+            config = base.replace(**variant.settings(seed))
             config = config.replace(
                 seed=seed,
-                model_dir=run_folder(output_dir, seed, label),
-                export=config.export and seed == 0,
+                model_dir=variant.run_dir(output_dir, seed),
+                export=config.export and seed == seeds[0],
             )
             outcome = run(config)
-            results[label].append(outcome)
+            results[variant.label].append(outcome)
             print_fn(
-                f"seed {seed} {label:>12}: "
+                ("" if seed is None else f"seed {seed} ")
+                + f"{variant.label:>12}: "
                 + ", ".join(
                     f"{name} {100 * value:.2f}%"
-                    for name, value in (scores or named_scores)(outcome).items()
+                    for name, value in variant.scored(outcome).items()
                 )
             )
     return results
@@ -302,8 +349,8 @@ def write_comparison(output_dir, results, title, step_times=False, started=None)
             "scores": scores,
             "step_seconds": step_seconds,
             "runs": {
-                label: [run_folder(output_dir, s, label) for s in range(seeds)]
-                for label in results
+                label: [outcome["flags"]["model_dir"] for outcome in runs]
+                for label, runs in results.items()
             },
             "config": first["flags"],
             "wall_time_seconds": None if started is None else time.time() - started,

@@ -32,7 +32,6 @@ import numpy as np
 from keras_dml import analysis, datasets, files
 from keras_dml.figures import save_figure
 from keras_dml.training import compare, reports
-from keras_dml.training.run import run
 
 PARTS = ("a", "b", "c", "d")
 COHORT_SIZES = (1, 2, 3, 4)
@@ -78,11 +77,6 @@ def _training_accuracy(runs):
     return statistics.fmean(values) if values else float("nan")
 
 
-def _run(config):
-    keras.backend.clear_session()  # The same layer names in every run.
-    return run(config)
-
-
 def part_a(base, small, large, seeds, output_dir, print_fn=print):
     """Independent vs DML for each pairing; returns {pair: {label: runs}}
     and {pair: its table}."""
@@ -102,86 +96,104 @@ def part_a(base, small, large, seeds, output_dir, print_fn=print):
     return everything, tables
 
 
+def _in_part_a(output_dir, name, label):
+    """`seed -> folder` of part a's run of pairing `name`, `label`: the
+    parts share runs."""
+    return lambda seed: _run_dir(output_dir, name, seed, label)
+
+
 def part_b(base, small, large, seeds, output_dir, print_fn=print):
     """The small network alone, distilled from the frozen large one, and in
     DML with it; returns {label: [{column: top-1}] per seed} and the
     teacher's accuracies."""
-    scores = {"independent": [], "distillation": [], "DML": []}
-    teacher_top1 = []
-    for seed in range(seeds):
-        alone = _run(
-            base.replace(
-                peers=(small, large),
-                independent=True,
-                seed=seed,
-                model_dir=_run_dir(output_dir, "small+large", seed, "independent"),
-            )
-        )
-        teacher_run = _run_dir(output_dir, "large+large", seed, "independent")
-        teacher = _run(
-            base.replace(
-                peers=(large, large), independent=True, seed=seed, model_dir=teacher_run
-            )
-        )
-        teacher_top1.append(teacher["top1"]["peer0"])
-        distilled = _run(
-            base.replace(
-                peers=(small,),
-                teacher=os.path.join(teacher_run, "cohort.keras"),
-                teacher_peer=0,
-                seed=seed,
-                model_dir=os.path.join(output_dir, "b", f"seed{seed}", "distillation"),
-            )
-        )
-        mutual = _run(
-            base.replace(
-                peers=(small, large),
-                seed=seed,
-                model_dir=_run_dir(output_dir, "small+large", seed, "DML"),
-            )
-        )
-        for label, outcome in (
-            ("independent", alone),
-            ("distillation", distilled),
-            ("DML", mutual),
-        ):
-            scores[label].append({small: outcome["top1"]["peer0"]})
-        print_fn(
-            f"seed {seed} part b: {small} alone {100 * alone['top1']['peer0']:.2f}%, "
-            f"distilled from {large} ({100 * teacher['top1']['peer0']:.2f}%) "
-            f"{100 * distilled['top1']['peer0']:.2f}%, DML "
-            f"{100 * mutual['top1']['peer0']:.2f}%"
-        )
+
+    def small_peer(outcome):
+        return {small: outcome["top1"]["peer0"]}
+
+    teacher_dir = _in_part_a(output_dir, "large+large", "independent")
+    variants = [
+        compare.Variant(
+            "independent",
+            {"peers": (small, large), "independent": True},
+            _in_part_a(output_dir, "small+large", "independent"),
+            small_peer,
+        ),
+        # The teacher: part a's large network trained alone, of the same seed.
+        compare.Variant(
+            "teacher",
+            {"peers": (large, large), "independent": True},
+            teacher_dir,
+            lambda outcome: {large: outcome["top1"]["peer0"]},
+        ),
+        compare.Variant(
+            "distillation",
+            lambda seed: {
+                "peers": (small,),
+                "teacher": os.path.join(teacher_dir(seed), "cohort.keras"),
+                "teacher_peer": 0,
+            },
+            lambda seed: os.path.join(output_dir, "b", f"seed{seed}", "distillation"),
+            small_peer,
+        ),
+        compare.Variant(
+            "DML",
+            {"peers": (small, large)},
+            _in_part_a(output_dir, "small+large", "DML"),
+            small_peer,
+        ),
+    ]
+    results = compare.run_variants(
+        base, variants, seeds, os.path.join(output_dir, "b"), print_fn=print_fn
+    )
+    scores = {
+        v.label: [v.scored(outcome) for outcome in results[v.label]]
+        for v in variants
+        if v.label != "teacher"
+    }
+    teacher_top1 = [outcome["top1"]["peer0"] for outcome in results["teacher"]]
     return scores, teacher_top1
+
+
+def _cohort_size_scores(k):
+    """Mean peer and ensemble top-1 of a cohort of K = k peers; a single
+    network (K = 1, one of an independent pair) is its own ensemble."""
+
+    def scores(outcome):
+        peers = [v for key, v in outcome["top1"].items() if key != "ensemble"]
+        mean_peer = statistics.fmean(peers)
+        ensemble = mean_peer if k == 1 else outcome["top1"]["ensemble"]
+        return {"mean peer": mean_peer, "ensemble": ensemble}
+
+    return scores
 
 
 def part_c(base, small, seeds, output_dir, print_fn=print):
     """DML cohorts of K = 1..4 peers of `small`; returns {"K=k": [{"mean
     peer": ..., "ensemble": ...}] per seed}. K = 1 is the independent
-    small+small pair of part a (its peers' mean, each a network alone)."""
-    scores = {f"K={k}": [] for k in COHORT_SIZES}
-    for seed in range(seeds):
-        for k in COHORT_SIZES:
-            if k == 1:
-                folder = _run_dir(output_dir, "small+small", seed, "independent")
-                config = base.replace(peers=(small, small), independent=True)
-            elif k == 2:
-                folder = _run_dir(output_dir, "small+small", seed, "DML")
-                config = base.replace(peers=(small, small))
-            else:
-                folder = os.path.join(output_dir, "c", f"seed{seed}", f"K{k}")
-                config = base.replace(peers=(small,) * k)
-            outcome = _run(config.replace(seed=seed, model_dir=folder))
-            peers = [v for key, v in outcome["top1"].items() if key != "ensemble"]
-            mean_peer = statistics.fmean(peers)
-            # A single network is its own ensemble.
-            ensemble = mean_peer if k == 1 else outcome["top1"]["ensemble"]
-            scores[f"K={k}"].append({"mean peer": mean_peer, "ensemble": ensemble})
-            print_fn(
-                f"seed {seed} part c: K={k} mean peer {100 * mean_peer:.2f}%, "
-                f"ensemble {100 * ensemble:.2f}%"
+    small+small pair of part a (its peers' mean, each a network alone), K = 2
+    its DML pair."""
+    variants = []
+    for k in COHORT_SIZES:
+        if k == 1:
+            changes = {"peers": (small, small), "independent": True}
+            folder = _in_part_a(output_dir, "small+small", "independent")
+        elif k == 2:
+            changes = {"peers": (small, small)}
+            folder = _in_part_a(output_dir, "small+small", "DML")
+        else:
+            changes = {"peers": (small,) * k}
+            folder = lambda seed, k=k: os.path.join(  # noqa: E731
+                output_dir, "c", f"seed{seed}", f"K{k}"
             )
-    return scores
+        variants.append(
+            compare.Variant(f"K={k}", changes, folder, _cohort_size_scores(k))
+        )
+    results = compare.run_variants(
+        base, variants, seeds, os.path.join(output_dir, "c"), print_fn=print_fn
+    )
+    return {
+        v.label: [v.scored(outcome) for outcome in results[v.label]] for v in variants
+    }
 
 
 def part_d(base, pair, seeds, output_dir, sigmas=SIGMAS, max_train=2000):

@@ -3,10 +3,8 @@ next to the paper's numbers."""
 
 import os
 
-import keras
-
 from keras_dml.files import atomic_write_text, ensure_writable_dir, writing
-from keras_dml.training.run import run
+from keras_dml.training import compare
 
 # Zhang et al. (2018), Table 1, CIFAR-100 top-1 (%):
 # (net1, net2) -> ((net1 independent, net1 DML), (net2 independent, net2 DML)).
@@ -35,21 +33,33 @@ def parse_pairs(text_pairs):
     return pairs
 
 
-def run_pair(pair, base, model_dir):
-    """Runs the pair independently and with DML (each resumable on its own);
-    returns {"independent": results, "DML": results}."""
-    results = {}
-    independent_dir = os.path.join(model_dir, "+".join(pair), "independent")
-    for label, independent in (("independent", True), ("DML", False)):
-        keras.backend.clear_session()  # Same peer names in every run.
-        config = base.replace(
-            peers=pair,
-            independent=independent,
-            model_dir=os.path.join(model_dir, "+".join(pair), label.lower()),
-            compare_dir=None if independent else independent_dir,
-        )
-        results[label] = run(config)
-    return results
+def variants(pair, model_dir):
+    """The pair's variant table: independent, then DML (its curves drawn
+    beside the independent run's), in `<model_dir>/<pair>/{independent,dml}`
+    for the run's one seed."""
+    folder = os.path.join(model_dir, "+".join(pair))
+    independent_dir = os.path.join(folder, "independent")
+    return [
+        compare.Variant(
+            "independent",
+            {"peers": pair, "independent": True},
+            lambda seed: independent_dir,
+        ),
+        compare.Variant(
+            "DML",
+            {"peers": pair, "compare_dir": independent_dir},
+            lambda seed: os.path.join(folder, "dml"),
+        ),
+    ]
+
+
+def run_pair(pair, base, model_dir, print_fn=print):
+    """Runs the pair independently and with DML (each resumable on its own),
+    from `base.seed`; returns {"independent": results, "DML": results}."""
+    results = compare.run_variants(
+        base, variants(pair, model_dir), [base.seed], model_dir, print_fn
+    )
+    return {label: runs[0] for label, runs in results.items()}
 
 
 def _cell(ours, paper):
@@ -83,10 +93,10 @@ def format_table(rows, epochs):
     return "\n".join(lines)
 
 
-def reproduce_table(pairs, base, model_dir):
+def reproduce_table(pairs, base, model_dir, print_fn=print):
     """Runs every pair and writes `model_dir/table.md`; returns the table."""
     ensure_writable_dir(model_dir, "--model_dir")
-    rows = [(pair, run_pair(pair, base, model_dir)) for pair in pairs]
+    rows = [(pair, run_pair(pair, base, model_dir, print_fn)) for pair in pairs]
     table = format_table(rows, base.epochs)
     with writing(model_dir):
         atomic_write_text(os.path.join(model_dir, "table.md"), table + "\n")

@@ -95,9 +95,11 @@ def select(base, grid, seeds, output_dir, fit_threshold=0.99, print_fn=print):
             "set: give --validation_size > 0."
         )
     started = time.time()
-    results = compare.run_variants(
-        base, grid, seeds, output_dir, print_fn, scores=_validation_scores
-    )
+    variants = [
+        compare.Variant(label, changes, scores=_validation_scores)
+        for label, changes in grid
+    ]
+    results = compare.run_variants(base, variants, seeds, output_dir, print_fn)
     rows = []
     for label, changes in grid:
         validation, training = score(results[label])
