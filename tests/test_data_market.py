@@ -347,12 +347,13 @@ def test_two_workers_train_on_disjoint_halves_of_each_global_batch(tree):
     )
     data = datasets.get("market1501").load(config)
     one_process = [
-        (x.numpy(), y.numpy()) for x, y in data.train(7, 2, 0, input_context=None)
+        (x.numpy(), y.numpy())
+        for x, y in data.training_epochs(7, 2, 0, input_context=None)
     ]
     workers = [
         [
             (x.numpy(), y.numpy())
-            for x, y in data.train(
+            for x, y in data.training_epochs(
                 7,
                 2,
                 0,

@@ -4,8 +4,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dml.data import augment as augment_ops
-from keras_dml.data.epochs import index_batches, resolve_seed
+from keras_dml.data.epochs import index_batches
 from keras_dml.data.normalization import normalize
+from keras_dml.data.options import PipelineOptions
 
 # Numbers each element draws: crop row, crop column, flip.
 _NUM_RANDOM = 3
@@ -62,23 +63,35 @@ def array_dataset(
         shuffle: a new permutation each epoch.
         seed: makes the order and augmentation of every epoch reproducible.
         drop_remainder: drop the last partial batch of each epoch.
-        epochs, initial_epoch, input_context: see `epochs.index_batches`.
+        epochs, initial_epoch, input_context: see
+            `keras_dml.data.options.PipelineOptions`.
         prefetch: end with `prefetch(AUTOTUNE)`.
     """
-    images, labels = _check_arrays(images, labels)
-    if padding < 0:
-        raise ValueError(f"`padding` must be >= 0. Received: padding={padding}")
-    seed = resolve_seed(seed, input_context)
-    indices = index_batches(
-        len(images),
+    options = PipelineOptions(
         batch_size,
+        mean,
+        std,
+        augment=augment,
         shuffle=shuffle,
         seed=seed,
-        num_random=_NUM_RANDOM if augment else 0,
         drop_remainder=drop_remainder,
         epochs=epochs,
         initial_epoch=initial_epoch,
         input_context=input_context,
+    )
+    return array_batches(
+        images, labels, options, padding=padding, flip=flip, prefetch=prefetch
+    )
+
+
+def array_batches(images, labels, options, *, padding=4, flip=True, prefetch=True):
+    """`array_dataset` with its options as one `PipelineOptions`."""
+    images, labels = _check_arrays(images, labels)
+    if padding < 0:
+        raise ValueError(f"`padding` must be >= 0. Received: padding={padding}")
+    augment, mean, std = options.augment, options.mean, options.std
+    indices = index_batches(
+        len(images), options, num_random=_NUM_RANDOM if augment else 0
     )
     images = tf.constant(images)
     labels = tf.constant(labels.astype(np.int32))

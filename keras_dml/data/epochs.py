@@ -84,39 +84,24 @@ def _shard(dataset, global_batch_size, input_context):
     return dataset.rebatch(per_replica)
 
 
-def index_batches(
-    num_examples,
-    batch_size,
-    *,
-    shuffle,
-    seed,
-    num_random=0,
-    drop_remainder,
-    epochs=None,
-    initial_epoch=0,
-    input_context=None,
-):
+def index_batches(num_examples, options, num_random=0):
     """Batches of example indices and per-element uniform random numbers.
 
     Args:
         num_examples: size of the split.
-        batch_size: the global batch size.
-        shuffle: permute the examples each epoch.
-        seed: an int; see `resolve_seed`.
+        options: a `keras_dml.data.options.PipelineOptions`: the batch size,
+            order, seed, epochs and input context (its normalization and
+            augmentation are the caller's).
         num_random: how many uniform [0, 1) numbers each element gets for its
             augmentation (0 for none).
-        drop_remainder: drop the last partial batch of each epoch.
-        epochs: None for one epoch per iteration (Keras re-iterates it each
-            epoch); an int for epochs `initial_epoch .. epochs-1` back to back,
-            each a function of (seed, epoch) alone, for exact resume (pass
-            `steps_per_epoch` to `fit`).
-        initial_epoch: the first epoch when `epochs` is given.
-        input_context: a `tf.distribute.InputContext`: keep this pipeline's slice
-            of every global batch, batched per replica.
 
     Returns:
         A dataset of dicts `{"index": int64 [b], "random": float32 [b, num_random]}`.
     """
+    batch_size, shuffle = options.batch_size, options.shuffle
+    drop_remainder, input_context = options.drop_remainder, options.input_context
+    epochs, initial_epoch = options.epochs, options.initial_epoch
+    seed = resolve_seed(options.seed, input_context)
     if num_examples < 1:
         raise ValueError(
             f"The split has no examples. Received: num_examples={num_examples}"

@@ -15,8 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_dml.data.epochs import resolve_seed
 from keras_dml.data.image_files import check_jpeg, image_batches
+from keras_dml.data.options import PipelineOptions
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -165,11 +165,27 @@ def image_folder_dataset(
     """Batches `(normalized float32 images, int32 labels)` from image files.
 
     Training order and flips are a function of (seed, epoch) alone, as in
-    `keras_dml.data.array_dataset`; see it for `epochs`, `initial_epoch` and
-    `input_context`.
+    `keras_dml.data.array_dataset`; see `keras_dml.data.options` for
+    `epochs`, `initial_epoch` and `input_context`.
     """
+    options = PipelineOptions(
+        batch_size,
+        mean,
+        std,
+        augment=augment,
+        shuffle=shuffle,
+        seed=seed,
+        drop_remainder=drop_remainder,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        input_context=input_context,
+    )
+    return image_folder_batches(paths, labels, image_size, options)
+
+
+def image_folder_batches(paths, labels, image_size, options):
+    """`image_folder_dataset` with its options as one `PipelineOptions`."""
     image_size = tuple(int(s) for s in image_size)
-    seed = resolve_seed(seed, input_context)
     path_table = tf.constant(list(paths))
     label_table = tf.constant(np.asarray(labels, np.int32))
 
@@ -182,14 +198,5 @@ def image_folder_dataset(
         load_one=load_one,
         targets=label_table,
         image_size=image_size,
-        batch_size=batch_size,
-        mean=mean,
-        std=std,
-        augment=augment,
-        shuffle=shuffle,
-        seed=seed,
-        drop_remainder=drop_remainder,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        input_context=input_context,
+        options=options,
     )

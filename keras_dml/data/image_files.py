@@ -15,16 +15,7 @@ def image_batches(
     load_one,
     targets,
     image_size,
-    batch_size,
-    mean,
-    std,
-    augment,
-    shuffle,
-    seed,
-    drop_remainder,
-    epochs,
-    initial_epoch,
-    input_context,
+    options,
     random_erasing=0.0,
     erase_fill=0.0,
     erasing_randoms=False,
@@ -37,16 +28,15 @@ def image_batches(
         targets: a tensor (or nest of tensors) with one entry per image;
             each batch carries the entries at its indices.
         image_size: `(height, width)` `load_one` returns.
-        augment: random horizontal flips (and Random Erasing, if
+        options: a `keras_dml.data.options.PipelineOptions`; its `augment`
+            is random horizontal flips (and Random Erasing, if
             `random_erasing` > 0).
         random_erasing: the probability of erasing a rectangle of an image,
             filled with `erase_fill` (0..255 per channel).
         erasing_randoms: draw the erasing's numbers even when
             `random_erasing` is 0, so that turning it on changes no flip.
-        mean, std, shuffle, seed, drop_remainder, epochs, initial_epoch,
-        input_context: as in `keras_dml.data.array_dataset`; `seed` already
-            resolved.
     """
+    augment, mean, std = options.augment, options.mean, options.std
     erase = augment and random_erasing > 0
     num_random = 0
     if augment:
@@ -68,17 +58,7 @@ def image_batches(
         picked = tf.nest.map_structure(lambda t: tf.gather(t, index), targets)
         return normalize(images, mean, std), picked
 
-    indices = index_batches(
-        count,
-        batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        num_random=num_random,
-        drop_remainder=drop_remainder,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        input_context=input_context,
-    )
+    indices = index_batches(count, options, num_random=num_random)
     dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 

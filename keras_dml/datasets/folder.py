@@ -4,6 +4,7 @@ keras's `image_dataset_from_directory` lists them)."""
 
 from keras_dml.data import folders
 from keras_dml.data.normalization import NORMALIZATIONS
+from keras_dml.data.options import PipelineOptions
 from keras_dml.datasets import registry
 
 
@@ -23,37 +24,18 @@ def _load_folder(config):
     size = tuple(config.image_size)
     mean, std = NORMALIZATIONS["imagenet"]
 
-    def make_train(seed, epochs, initial_epoch, input_context=None):
-        return folders.image_folder_dataset(
-            paths=train.paths,
-            labels=train.labels,
-            image_size=size,
-            batch_size=config.batch_size,
-            mean=mean,
-            std=std,
-            augment=config.augment,
-            shuffle=True,
-            seed=seed,
-            drop_remainder=True,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            input_context=input_context,
-        )
+    def make_train(options):
+        return folders.image_folder_batches(train.paths, train.labels, size, options)
 
-    validation = folders.image_folder_dataset(
-        paths=test.paths,
-        labels=test.labels,
-        image_size=size,
-        batch_size=config.batch_size,
-        mean=mean,
-        std=std,
-    )
+    options = PipelineOptions(config.batch_size, mean, std)
+    validation = folders.image_folder_batches(test.paths, test.labels, size, options)
     return registry.LoadedData(
         num_classes=len(train.class_names),
         image_shape=(*size, 3),
         num_train=len(train.paths),
         preprocessing="imagenet",
         train=make_train,
+        train_options=options.replace(augment=config.augment),
         validation=validation,
         evaluation=registry.Top1(validation),
         class_names=tuple(train.class_names),

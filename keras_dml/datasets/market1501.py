@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from keras_dml import models
 from keras_dml.data import archives
-from keras_dml.data.epochs import resolve_seed
 from keras_dml.data.image_files import check_jpeg, image_batches
-from keras_dml.data.normalization import check_normalization
+from keras_dml.data.normalization import NORMALIZATIONS, check_normalization
+from keras_dml.data.options import PipelineOptions
 from keras_dml.datasets import registry
 from keras_dml.reid.report import Ranking
 
@@ -320,13 +320,27 @@ def market1501_dataset(
         raise ValueError(
             f"`random_erasing` is a probability in [0, 1]. Received: {random_erasing}"
         )
+    training = split == "train"
+    options = PipelineOptions(
+        batch_size,
+        mean,
+        std,
+        augment=training if augment is None else augment,
+        shuffle=training if shuffle is None else shuffle,
+        seed=seed,
+        drop_remainder=training if drop_remainder is None else drop_remainder,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        input_context=input_context,
+    )
+    return market1501_batches(root, split, image_size, options, random_erasing)
+
+
+def market1501_batches(root, split, image_size, options, random_erasing=0.0):
+    """`market1501_dataset` with its options as one `PipelineOptions`
+    (`options.mean`: the normalization's, which also fills erased pixels)."""
     image_size = tuple(int(s) for s in image_size)
     training = split == "train"
-    augment = training if augment is None else augment
-    shuffle = training if shuffle is None else shuffle
-    drop_remainder = training if drop_remainder is None else drop_remainder
-    seed = resolve_seed(seed, input_context)
-
     kind, resolved, names, person_ids, camera_ids = _split_files(root, split)
     filenames = tf.constant([posixpath.basename(n) for n in names])
     if kind == "zip":
@@ -353,19 +367,10 @@ def market1501_dataset(
         load_one=load_one,
         targets=targets["label"] if training else targets,
         image_size=image_size,
-        batch_size=batch_size,
-        mean=mean,
-        std=std,
-        augment=augment,
-        shuffle=shuffle,
-        seed=seed,
-        drop_remainder=drop_remainder,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        input_context=input_context,
+        options=options,
         random_erasing=random_erasing if training else 0.0,
         # The mean pixel in 0..255, the value that normalizes to 0.
-        erase_fill=255.0 * np.asarray(mean, np.float32),
+        erase_fill=255.0 * np.asarray(options.mean, np.float32),
         # Drawn even when erasing is off: turning it on changes no flip.
         erasing_randoms=True,
     )
@@ -398,19 +403,11 @@ def _load(config):
     check_queries_have_matches(query, gallery, config.data_dir)
     size = tuple(config.image_size)
     normalization = "imagenet"  # What every re-ID peer takes (models.reid).
+    mean, std = NORMALIZATIONS[normalization]
 
-    def make_train(seed, epochs, initial_epoch, input_context=None):
-        return market1501_dataset(
-            config.data_dir,
-            "train",
-            image_size=size,
-            batch_size=config.batch_size,
-            random_erasing=config.random_erasing,
-            normalization=normalization,
-            seed=seed,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            input_context=input_context,
+    def make_train(options):
+        return market1501_batches(
+            config.data_dir, "train", size, options, config.random_erasing
         )
 
     def splits(split):  # The query and the gallery, for the ranking.
@@ -428,6 +425,7 @@ def _load(config):
         num_train=len(train.paths),
         preprocessing=normalization,
         train=make_train,
+        train_options=PipelineOptions(config.batch_size, mean, std, augment=True),
         validation=None,
         evaluation=Ranking(splits, metric=config.metric, flip=config.flip_test),
     )

@@ -20,8 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from keras_dml.data.arrays import array_dataset
+from keras_dml.data.arrays import array_batches
 from keras_dml.data.epochs import steps_per_epoch
+from keras_dml.data.options import PipelineOptions
 
 
 @dataclasses.dataclass
@@ -34,8 +35,8 @@ class LoadedData:
         num_train: training examples.
         preprocessing: the normalization (a name, or `(mean, std)`), which
             the exported models apply to raw pixels.
-        train: `(seed, epochs, initial_epoch, input_context) -> tf.data` of
-            the training epochs from `initial_epoch` on.
+        train: `PipelineOptions -> tf.data` of the training split; see
+            `training_epochs`.
         validation: the split evaluated after every epoch, as `(images,
             labels)` batches, or None (re-ID evaluates by ranking instead).
         evaluation: what evaluates the trained cohort at the end and writes
@@ -48,6 +49,8 @@ class LoadedData:
         test_batches: the test split as evaluation batches, likewise.
         class_names: the classes' names in label order, where they come from
             the data (image folders): a resumed run refuses other names.
+        train_options: the training pipeline's batch size, normalization and
+            augmentation; `training_epochs` adds the order and epochs.
     """
 
     num_classes: int
@@ -61,6 +64,15 @@ class LoadedData:
     train_batches: object = None
     test_batches: object = None
     class_names: tuple = None
+    train_options: PipelineOptions = None
+
+    def training_epochs(self, seed, epochs, initial_epoch=0, input_context=None):
+        """The training epochs `initial_epoch .. epochs-1` of a run, each a
+        function of (seed, epoch) alone; with `input_context`, this
+        pipeline's slice of every global batch."""
+        return self.train(
+            self.train_options.for_training(seed, epochs, initial_epoch, input_context)
+        )
 
     def steps_per_epoch(self, batch_size, cap=None):
         full = steps_per_epoch(self.num_train, batch_size)
@@ -225,28 +237,15 @@ def array_data(
         _, subset = hold_out(train_labels, train_size, seed=1)
         train_images, train_labels = train_images[subset], train_labels[subset]
 
-    def make_train(seed, epochs, initial_epoch, input_context=None):
-        return array_dataset(
-            train_images,
-            train_labels,
-            batch_size=config.batch_size,
-            mean=mean,
-            std=std,
-            augment=augment,
-            padding=padding,
-            flip=flip,
-            shuffle=True,
-            seed=seed,
-            drop_remainder=True,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            input_context=input_context,
+    def make_train(options):
+        return array_batches(
+            train_images, train_labels, options, padding=padding, flip=flip
         )
 
-    def batches(images, labels):
-        return array_dataset(
-            images, labels, batch_size=config.batch_size, mean=mean, std=std
-        )
+    options = PipelineOptions(config.batch_size, mean, std)
+
+    def batches(images, labels):  # Unaugmented, in order.
+        return array_batches(images, labels, options)
 
     test = batches(test_images, test_labels)
     validation = batches(*held_out) if validation_size else test
@@ -258,6 +257,7 @@ def array_data(
         num_train=len(train_images),
         preprocessing=(tuple(mean), tuple(std)),
         train=make_train,
+        train_options=options.replace(augment=augment),
         validation=validation,
         evaluation=Top1(test),
         validation_name=validation_name,

@@ -401,7 +401,7 @@ def _method_callbacks(model, data):
 
 def _training_data(config, data, devices, initial_epoch):
     return devices.training_data(
-        lambda input_context: data.train(
+        lambda input_context: data.training_epochs(
             config.seed, config.epochs, initial_epoch, input_context
         )
     )
