@@ -24,6 +24,8 @@ from keras_dml.datasets.registry import (
     data_dir_problem,
     get,
     names,
+    settings,
+    settings_problems,
 )
 
 NAMES = names()
@@ -36,4 +38,6 @@ __all__ = [
     "data_dir_problem",
     "get",
     "names",
+    "settings",
+    "settings_problems",
 ]

@@ -185,5 +185,6 @@ DATASET = registry.register(
         ),
         "CIFAR-10 (the archive, its folder, or TFDS without --data_dir)",
         DOWNLOAD_HINT,
+        settings=(registry.VALIDATION_SIZE,),
     )
 )

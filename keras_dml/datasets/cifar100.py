@@ -378,5 +378,6 @@ DATASET = registry.register(
         ),
         "CIFAR-100 (the archive, its folder, or TFDS without --data_dir)",
         DOWNLOAD_HINT,
+        settings=(registry.VALIDATION_SIZE,),
     )
 )

@@ -31,12 +31,11 @@ def load_digits_split(train_size, split_seed=0):
 
 
 def _check_digits(config):
+    # --train_size's own range (>= 10) is its setting's (registry.TRAIN_SIZE).
     held = config.validation_size if isinstance(config.validation_size, int) else 0
-    if not (
-        isinstance(config.train_size, int)
-        and config.train_size >= 10
-        and config.train_size + held <= 1000
-    ):
+    size = config.train_size
+    # None would train on all 1,797 and leave no test set.
+    if size is None or (isinstance(size, int) and size >= 10 and size + held > 1000):
         return [
             "--train_size must be in 10..1000, with --validation_size, together "
             "(the rest of the 1,797 digits are the test set). Received: "
@@ -90,5 +89,6 @@ DATASET = registry.register(
         _load_digits,
         "scikit-learn's bundled handwritten digits (no download)",
         check=_check_digits,
+        settings=(registry.TRAIN_SIZE, registry.VALIDATION_SIZE),
     )
 )

@@ -138,6 +138,6 @@ DATASET = registry.register(
         "Fashion-MNIST (Debian's dataset-fashion-mnist, keras's cache or download, "
         "or --data_dir with its IDX files)",
         DOWNLOAD_HINT,
-        check=registry.check_train_size,
+        settings=(registry.TRAIN_SIZE, registry.VALIDATION_SIZE),
     )
 )

@@ -57,5 +57,6 @@ DATASET = registry.register(
         registry.SMALL,
         _load_folder,
         "your images: --data_dir with train/<class>/ and test/<class>/",
+        settings=(registry.IMAGE_SIZE,),
     )
 )

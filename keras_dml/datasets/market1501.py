@@ -26,6 +26,7 @@ from keras_dml.data.normalization import NORMALIZATIONS, check_normalization
 from keras_dml.data.options import PipelineOptions
 from keras_dml.datasets import registry
 from keras_dml.reid.report import Ranking
+from keras_dml.setting import Setting
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 SPLIT_FOLDERS = {
@@ -378,6 +379,51 @@ def market1501_batches(root, split, image_size, options, random_erasing=0.0):
 
 # --------------------------------------------------------- the dataset
 
+# The settings of re-ID training and ranking (also those of the TFDS
+# builder's runs, which train on the same data).
+REID_SETTINGS = (
+    Setting(
+        "random_erasing",
+        0.0,
+        "Probability of Random Erasing (Zhong et al.) per training image (re-ID).",
+        "float",
+        "data",
+        bounds=dict(low=0, high=1, why=" (a probability)"),
+    ),
+    Setting(
+        "weights",
+        "imagenet",
+        "Backbone initialization of re-ID peers: imagenet or none.",
+        "str",
+        "peers",
+        choices=("imagenet", "none"),
+        dataset_default=True,
+    ),
+    Setting(
+        "dropout",
+        0.0,
+        "Dropout before each re-ID classifier.",
+        "float",
+        "peers",
+        bounds=dict(low=0, high=1, high_open=True),
+    ),
+    Setting(
+        "metric",
+        "euclidean",
+        "Feature distance for re-ID ranking: euclidean or cosine.",
+        "str",
+        "evaluation",
+        choices=("euclidean", "cosine"),
+    ),
+    Setting(
+        "flip_test",
+        False,
+        "Average each re-ID test image's features with its mirror's.",
+        "bool",
+        "evaluation",
+    ),
+)
+
 
 def _check(config):
     # Named peers only (an unknown name is the settings' own problem).
@@ -453,5 +499,6 @@ DATASET = registry.register(
         "Market-1501 person re-identification (its zip or folder)",
         DOWNLOAD_HINT,
         check=_check,
+        settings=(registry.IMAGE_SIZE, *REID_SETTINGS),
     )
 )

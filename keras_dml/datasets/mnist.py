@@ -160,6 +160,6 @@ DATASET = registry.register(
         "MNIST (keras's mnist.npz, cached or downloaded, or --data_dir with it or "
         "its IDX files)",
         DOWNLOAD_HINT,
-        check=registry.check_train_size,
+        settings=(registry.TRAIN_SIZE, registry.VALIDATION_SIZE),
     )
 )

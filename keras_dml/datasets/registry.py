@@ -23,6 +23,7 @@ import numpy as np
 from keras_dml.data.arrays import array_batches
 from keras_dml.data.epochs import steps_per_epoch
 from keras_dml.data.options import PipelineOptions
+from keras_dml.setting import Setting
 
 
 @dataclasses.dataclass
@@ -97,6 +98,11 @@ class Dataset:
         check: `config -> [problem, ...]`, the dataset's own checks of the
             settings (each problem one line naming its flag), run with every
             other check before anything is read or written.
+        settings: the `keras_dml.setting.Setting`s only some datasets take
+            (declared by the dataset, or shared below: `TRAIN_SIZE`,
+            `VALIDATION_SIZE`, `IMAGE_SIZE`); every script gets a flag for
+            each, and giving one to a dataset that does not take it is an
+            error.
     """
 
     name: str
@@ -107,16 +113,55 @@ class Dataset:
     description: str
     download_hint: str = ""
     check: Callable = lambda config: []
+    settings: tuple = ()
 
 
-def check_train_size(config):
-    """`Dataset.check` of a dataset that trains on a subset of
-    `--train_size` images when given: at least 10."""
-    size = config.train_size
-    if size is not None and not (isinstance(size, int) and size >= 10):
-        return [f"--train_size must be >= 10. Received: {size}"]
-    return []
+# ------------------------------------------------ settings some datasets take
 
+TRAIN_SIZE = Setting(
+    "train_size",
+    None,
+    "Training images used: for --dataset=digits a stratified split (the "
+    "rest of its 1,797 images are the test set); for mnist and "
+    "fashion_mnist a stratified subset of the training set (none: all).",
+    "int",
+    "data",
+    dataset_default=True,
+    bounds=dict(low=10, integer=True, optional=True),
+    instead="use --steps_per_epoch to shorten epochs",
+)
+VALIDATION_SIZE = Setting(
+    "validation_size",
+    None,
+    "Training images held out (stratified, the same for every run) as the "
+    "split evaluated after each epoch, for every choice made while "
+    "developing; the test set is then evaluated once, at the end. 0: the "
+    "test set after each epoch, as the paper's tables report it.",
+    "int",
+    "data",
+    dataset_default=True,
+    bounds=dict(low=0, integer=True, optional=True),
+)
+
+
+def _image_size_problem(size):
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        return (
+            "--image_size must be HEIGHT,WIDTH (two positive integers). "
+            f"Received: {','.join(map(str, size))}"
+        )
+    return None
+
+
+IMAGE_SIZE = Setting(
+    "image_size",
+    None,
+    "HEIGHT,WIDTH images are resized to (folder and market1501).",
+    "int_list",
+    "data",
+    dataset_default=True,
+    check=_image_size_problem,
+)
 
 REGISTRY = {}
 
@@ -127,6 +172,39 @@ def register(dataset):
         raise ValueError(f"A dataset named {dataset.name!r} is already registered.")
     REGISTRY[dataset.name] = dataset
     return dataset
+
+
+def settings():
+    """Every setting some registered dataset declares, once each, in
+    registration order."""
+    found = {}
+    for dataset in REGISTRY.values():
+        for setting in dataset.settings:
+            if found.setdefault(setting.name, setting) != setting:
+                raise ValueError(
+                    f"--{setting.name} is declared differently by two datasets; "
+                    "declare it once and share it."
+                )
+    return tuple(found.values())
+
+
+def settings_problems(config):
+    """`--<setting> applies to ... only` for each dataset setting that
+    `config` gives to a dataset that does not declare it."""
+    if config.dataset not in REGISTRY:
+        return []
+    own = REGISTRY[config.dataset].settings
+    problems = []
+    for setting in settings():
+        if setting in own or not setting.is_used(getattr(config, setting.name)):
+            continue
+        takers = [d.name for d in REGISTRY.values() if setting in d.settings]
+        problem = (
+            f"--{setting.name} applies to {', '.join(takers)} only (received "
+            f"--dataset={config.dataset})"
+        )
+        problems.append(problem + (f"; {setting.instead}." if setting.instead else "."))
+    return problems
 
 
 def data_dir_problem(config):

@@ -8,46 +8,47 @@ defaults (`keras_dml.datasets`): the paper's for CIFAR, the official
 code's for Market-1501.
 """
 
-import dataclasses
 import os
-from typing import Any
 
 from keras_dml import datasets, models
 from keras_dml.backends import STRATEGIES
-from keras_dml.checks import number_problem
 from keras_dml.cohort import mimicry as mimicry_methods
 from keras_dml.cohort.mutual_learning import UPDATE_MODES
+from keras_dml.setting import Setting
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "piecewise", "cosine")
 
 
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    """One setting: its flag `--<name>`, default, help text and kind.
-
-    Attributes:
-        kind: "str", "int", "float", "bool", "list" (of strings) or
-            "int_list"; how the flag parses.
-        group: the heading it is listed under in `--help`.
-        choices: the allowed values, if limited.
-        resumable: may differ when a stored run is resumed (where it is,
-            what is printed); every other setting must match.
-        dataset_default: the default depends on the dataset (`--help` says so).
-    """
-
-    name: str
-    default: Any
-    help: str
-    kind: str
-    group: str
-    choices: tuple | None = None
-    resumable: bool = False
-    dataset_default: bool = False
+# The range of every numeric setting of the runner, checked one way
+# (keras_dml.checks); a setting marked optional may be left unset (None).
+# The datasets' own settings carry theirs.
+_RANGES = {
+    "teacher_peer": dict(low=0, integer=True),
+    "epochs": dict(low=1, integer=True),
+    "batch_size": dict(low=1, integer=True),
+    "cpu_threads": dict(low=0, integer=True, optional=True),
+    "steps_per_epoch": dict(low=1, integer=True, optional=True),
+    **{name: dict(low=0, low_open=True) for name in ("lr", "lr_decay", "temperature")},
+    **{
+        name: dict(low=0)
+        for name in (
+            "momentum",
+            "weight_decay",
+            "kl_weight",
+            "kl_ramp_up_epochs",
+            "kl_burn_in_epochs",
+        )
+    },
+    **{
+        name: dict(low=0, high=1, high_open=True)
+        for name in ("beta1", "beta2", "label_smoothing", "ema_decay")
+    },
+}
 
 
 def _s(name, default, help, kind, group, **kwargs):
-    return Setting(name, default, help, kind, group, **kwargs)
+    return Setting(name, default, help, kind, group, bounds=_RANGES.get(name), **kwargs)
 
 
 SETTINGS = (
@@ -87,14 +88,6 @@ SETTINGS = (
         resumable=True,
     ),
     _s(
-        "image_size",
-        None,
-        "HEIGHT,WIDTH images are resized to (folder and market1501).",
-        "int_list",
-        "data",
-        dataset_default=True,
-    ),
-    _s(
         "epochs",
         None,
         "Training epochs.",
@@ -119,39 +112,11 @@ SETTINGS = (
         "data",
     ),
     _s(
-        "train_size",
-        None,
-        "Training images used: for --dataset=digits a stratified split (the "
-        "rest of its 1,797 images are the test set); for mnist and "
-        "fashion_mnist a stratified subset of the training set (none: all).",
-        "int",
-        "data",
-        dataset_default=True,
-    ),
-    _s(
         "augment",
         True,
         "Random shifts (and flips, where the dataset allows them) of the "
         "training images (the array and folder datasets).",
         "bool",
-        "data",
-    ),
-    _s(
-        "validation_size",
-        None,
-        "Training images held out (stratified, the same for every run) as the "
-        "split evaluated after each epoch, for every choice made while "
-        "developing; the test set is then evaluated once, at the end. 0: the "
-        "test set after each epoch, as the paper's tables report it.",
-        "int",
-        "data",
-        dataset_default=True,
-    ),
-    _s(
-        "random_erasing",
-        0.0,
-        "Probability of Random Erasing (Zhong et al.) per training image (re-ID).",
-        "float",
         "data",
     ),
     # Peers.
@@ -163,16 +128,6 @@ SETTINGS = (
         "peers",
         dataset_default=True,
     ),
-    _s(
-        "weights",
-        "imagenet",
-        "Backbone initialization of re-ID peers: imagenet or none.",
-        "str",
-        "peers",
-        choices=("imagenet", "none"),
-        dataset_default=True,
-    ),
-    _s("dropout", 0.0, "Dropout before each re-ID classifier.", "float", "peers"),
     _s(
         "synchronized_batchnorm",
         False,
@@ -337,21 +292,6 @@ SETTINGS = (
         "lr_decay", 0.1, "Learning-rate factor at each milestone.", "float", "optimizer"
     ),
     # Evaluation.
-    _s(
-        "metric",
-        "euclidean",
-        "Feature distance for re-ID ranking: euclidean or cosine.",
-        "str",
-        "evaluation",
-        choices=("euclidean", "cosine"),
-    ),
-    _s(
-        "flip_test",
-        False,
-        "Average each re-ID test image's features with its mirror's.",
-        "bool",
-        "evaluation",
-    ),
     # Devices.
     _s(
         "strategy",
@@ -407,6 +347,9 @@ SETTINGS = (
         "reporting",
         resumable=True,
     ),
+    # The settings only some datasets take, as each declares them (the
+    # re-ID settings, the small datasets' subsets and held-out splits).
+    *datasets.settings(),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 # The settings that are one mimicry method's arguments: setting -> (method,
@@ -545,57 +488,13 @@ def _mimicry_problems(config):
     return problems
 
 
-# Every numeric setting's range, checked one way (keras_dml.checks); a
-# setting marked optional may be left unset (None).
-_RANGES = {
-    "teacher_peer": dict(low=0, integer=True),
-    "epochs": dict(low=1, integer=True),
-    "batch_size": dict(low=1, integer=True),
-    "validation_size": dict(low=0, integer=True, optional=True),
-    "cpu_threads": dict(low=0, integer=True, optional=True),
-    "steps_per_epoch": dict(low=1, integer=True, optional=True),
-    **{name: dict(low=0, low_open=True) for name in ("lr", "lr_decay", "temperature")},
-    **{
-        name: dict(low=0)
-        for name in (
-            "momentum",
-            "weight_decay",
-            "kl_weight",
-            "kl_ramp_up_epochs",
-            "kl_burn_in_epochs",
-        )
-    },
-    **{
-        name: dict(low=0, high=1, high_open=True)
-        for name in ("beta1", "beta2", "label_smoothing", "dropout", "ema_decay")
-    },
-    "random_erasing": dict(low=0, high=1, why=" (a probability)"),
-}
-
-
-def _number_problems(config):
-    problems = []
-    for name, bounds in _RANGES.items():
-        bounds = dict(bounds)
-        value = getattr(config, name)
-        if bounds.pop("optional", False) and value is None:
-            continue
-        problem = number_problem(f"--{name}", value, **bounds)
-        if problem is not None:
-            problems.append(problem)
-    return problems
-
-
 def validate(config):
     """Raises ValueError naming every setting that cannot work."""
     problems = []
     for setting in SETTINGS:
-        value = getattr(config, setting.name)
-        if setting.choices and value not in setting.choices:
-            problems.append(
-                f"--{setting.name} must be one of {', '.join(setting.choices)}. "
-                f"Received: {value}"
-            )
+        problem = setting.choice_problem(getattr(config, setting.name))
+        if problem is not None:
+            problems.append(problem)
     if config.dataset not in datasets.NAMES:
         problems.append(
             f"--dataset must be one of {', '.join(datasets.NAMES)}. "
@@ -620,34 +519,13 @@ def validate(config):
     if unknown:
         valid = ", ".join(models.NAMES)
         problems.append(f"--peers: unknown peer {unknown[0]!r}. Valid names: {valid}")
-    problems += _number_problems(config)
+    for setting in SETTINGS:
+        problems += setting.value_problems(getattr(config, setting.name))
     if config.dataset in datasets.NAMES:
-        # The dataset's own checks (the digits' train_size range, re-ID's peers).
+        # The dataset's own checks (the digits' train_size range, re-ID's
+        # peers), and the dataset settings it does not take.
         problems += datasets.get(config.dataset).check(config)
-    if config.train_size is not None and config.dataset in datasets.NAMES:
-        # A dataset that can take a subset says so with a default.
-        subsetting = [
-            d.name for d in datasets.REGISTRY.values() if "train_size" in d.defaults
-        ]
-        if config.dataset not in subsetting:
-            problems.append(
-                f"--train_size applies to {', '.join(subsetting)} only (received "
-                f"--dataset={config.dataset}); use --steps_per_epoch to shorten "
-                "epochs."
-            )
-    size = config.validation_size
-    if isinstance(size, int) and size > 0 and config.dataset in datasets.NAMES:
-        # A dataset that can hold a split out says so with a default.
-        splitting = [
-            d.name
-            for d in datasets.REGISTRY.values()
-            if "validation_size" in d.defaults
-        ]
-        if config.dataset not in splitting:
-            problems.append(
-                f"--validation_size applies to {', '.join(splitting)} only "
-                f"(received --dataset={config.dataset})."
-            )
+        problems += datasets.settings_problems(config)
     problems += _mimicry_problems(config)
     milestones = list(config.lr_milestones or ())
     if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
@@ -657,13 +535,6 @@ def validate(config):
         )
     if config.lr_schedule == "piecewise" and not milestones:
         problems.append("--lr_schedule=piecewise needs --lr_milestones.")
-    if config.image_size is not None and (
-        len(config.image_size) != 2 or min(config.image_size) < 1
-    ):
-        problems.append(
-            "--image_size must be HEIGHT,WIDTH (two positive integers). "
-            f"Received: {','.join(map(str, config.image_size))}"
-        )
     if problems:
         raise ValueError("\n".join(problems))
 
