@@ -15,6 +15,7 @@ Both run on any backend and leave the models as they were.
 import numpy as np
 from keras import ops
 
+from keras_dml.checks import check_number
 from keras_dml.cohort.peer_calls import split_peer_output
 
 
@@ -109,8 +110,7 @@ def loss_under_weight_noise(model, data, sigmas, *, repeats=3, seed=0, batch_siz
     sigmas = [float(s) for s in sigmas]
     if any(not np.isfinite(s) or s < 0 for s in sigmas):
         raise ValueError(f"`sigmas` must be finite and >= 0. Received: {sigmas}")
-    if repeats < 1:
-        raise ValueError(f"`repeats` must be >= 1. Received: {repeats}")
+    check_number("`repeats`", repeats, 1, integer=True)
     batches = list(_as_batches(data, batch_size))
     losses = np.zeros((len(peers), len(sigmas)))
     for k, peer in enumerate(peers):

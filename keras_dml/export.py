@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from keras_dml.backends import runtime
+from keras_dml.checks import check_number
 from keras_dml.cohort.mimicry import TemporalMean, name_of
 from keras_dml.cohort.mutual_learning import MutualLearningModel, split_peer_output
 from keras_dml.data.normalization import check_normalization, for_channels, normalize
@@ -243,11 +244,9 @@ def _archive(peers, shape, mean, std, ensemble):
 
 
 def _check_version(version):
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(
-            "`version` must be a positive integer (TF Serving loads numeric version "
-            f"folders). Received: version={version!r}"
-        )
+    check_number(
+        "`version`", version, 1, integer=True, why=" (TF Serving loads version folders)"
+    )
 
 
 def export_peers(

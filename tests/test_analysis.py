@@ -80,5 +80,5 @@ def test_bad_arguments_are_named():
     x, y = data(8)
     with pytest.raises(ValueError, match="`sigmas` must be finite and >= 0"):
         analysis.loss_under_weight_noise(dense_peer(0), (x, y), [0.1, -1])
-    with pytest.raises(ValueError, match="`repeats` must be >= 1"):
+    with pytest.raises(ValueError, match="`repeats` must be an integer >= 1"):
         analysis.loss_under_weight_noise(dense_peer(0), (x, y), [0.1], repeats=0)

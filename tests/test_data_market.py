@@ -185,7 +185,10 @@ def test_random_erasing_fills_one_rectangle_per_image_with_the_mean(tree):
         np.testing.assert_array_equal(after[~changed], before[~changed])
         area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
         assert 0.015 <= area / changed.size <= 0.45
-    with pytest.raises(ValueError, match="`random_erasing` is a probability"):
+    with pytest.raises(
+        ValueError,
+        match=r"`random_erasing` must be a number in \[0, 1\] \(a probability\)",
+    ):
         market1501_dataset(tree, "train", random_erasing=2.0)
 
 

@@ -349,7 +349,7 @@ def test_folder_names_are_unique_and_safe():
 
 def test_bad_arguments(tmp_path):
     model = keras_dml.MutualLearningModel([_reid_peer("a"), _reid_peer("b")])
-    with pytest.raises(ValueError, match="`version` must be a positive integer"):
+    with pytest.raises(ValueError, match="`version` must be an integer >= 1"):
         export_peers(model, tmp_path, version=0)
     with pytest.raises(ValueError, match="Unknown normalization 'caffe'"):
         export_peers(model, tmp_path, preprocessing="caffe")

@@ -99,7 +99,7 @@ def test_imagenet_weights_offline_say_so(monkeypatch):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="`weights` must be None or 'imagenet'"):
         reid_mobilenet(751, weights="places365")
-    with pytest.raises(ValueError, match=r"`dropout` must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"`dropout` must be a number in \[0, 1\)"):
         reid_mobilenet(751, dropout=1.0)
     with pytest.raises(ValueError, match="`num_classes` must be an integer >= 2"):
         reid_resnet50(1)

@@ -218,7 +218,7 @@ def test_bad_inputs():
         evaluate_ranking(np.zeros(3), *ids)
     with pytest.raises(ValueError, match="`ap` must be one of"):
         evaluate_ranking(distmat, *ids, ap="matlab")
-    with pytest.raises(ValueError, match="`max_rank` must be a positive integer"):
+    with pytest.raises(ValueError, match="`max_rank` must be an integer >= 1"):
         evaluate_ranking(distmat, *ids, max_rank=0)
     with pytest.raises(ValueError, match="NaN"):
         evaluate_ranking(np.full((2, 3), np.nan), *ids)

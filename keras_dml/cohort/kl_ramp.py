@@ -22,6 +22,8 @@ import math
 
 from keras import ops
 
+from keras_dml.checks import check_number
+
 SHAPES = ("sigmoid", "linear")
 
 
@@ -31,11 +33,7 @@ def check(ramp_up_steps, burn_in_steps, shape):
         ("kl_ramp_up_steps", ramp_up_steps),
         ("kl_burn_in_steps", burn_in_steps),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"`{name}` must be an integer >= 0 (optimizer steps). "
-                f"Received: {name}={value!r}"
-            )
+        check_number(f"`{name}`", value, 0, integer=True, why=" (optimizer steps)")
     if shape not in SHAPES:
         raise ValueError(
             f"`kl_ramp_shape` must be one of {SHAPES}. Received: kl_ramp_shape="

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_dml.checks import check_number
 from keras_dml.data import augment as augment_ops
 from keras_dml.data.epochs import index_batches
 from keras_dml.data.normalization import normalize
@@ -87,8 +88,7 @@ def array_dataset(
 def array_batches(images, labels, options, *, padding=4, flip=True, prefetch=True):
     """`array_dataset` with its options as one `PipelineOptions`."""
     images, labels = _check_arrays(images, labels)
-    if padding < 0:
-        raise ValueError(f"`padding` must be >= 0. Received: padding={padding}")
+    check_number("`padding`", padding, 0, integer=True)
     augment, mean, std = options.augment, options.mean, options.std
     indices = index_batches(
         len(images), options, num_random=_NUM_RANDOM if augment else 0

@@ -13,6 +13,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_dml.checks import check_number
+
 # Independent random streams drawn from one (seed, epoch) key.
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
@@ -106,10 +108,7 @@ def index_batches(num_examples, options, num_random=0):
         raise ValueError(
             f"The split has no examples. Received: num_examples={num_examples}"
         )
-    if batch_size < 1:
-        raise ValueError(
-            f"`batch_size` must be >= 1. Received: batch_size={batch_size}"
-        )
+    check_number("`batch_size`", batch_size, 1, integer=True)
     if drop_remainder and batch_size > num_examples:
         raise ValueError(
             f"`batch_size` ({batch_size}) is larger than the split ({num_examples} "

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dml import models
+from keras_dml.checks import check_number
 from keras_dml.data import archives
 from keras_dml.data.image_files import check_jpeg, image_batches
 from keras_dml.data.normalization import NORMALIZATIONS, check_normalization
@@ -317,10 +318,7 @@ def market1501_dataset(
     """
     _check_split(split)
     mean, std = check_normalization(normalization)
-    if not 0.0 <= random_erasing <= 1.0:
-        raise ValueError(
-            f"`random_erasing` is a probability in [0, 1]. Received: {random_erasing}"
-        )
+    check_number("`random_erasing`", random_erasing, 0, 1, why=" (a probability)")
     training = split == "train"
     options = PipelineOptions(
         batch_size,

@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from keras_dml.checks import check_number
 from keras_dml.models.batch_norm import FusedBatchNormalization
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
@@ -68,15 +69,11 @@ def conv(filters, kernel_size, strides=1, name=None):
 
 
 def check_num_classes(num_classes):
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, int)
-        or num_classes < 2
-    ):
-        raise ValueError(
-            "`num_classes` must be an integer >= 2. "
-            f"Received: num_classes={num_classes!r}"
-        )
+    check_number("`num_classes`", num_classes, 2, integer=True)
+
+
+def check_dropout(dropout):
+    check_number("`dropout`", dropout, 0, 1, high_open=True)
 
 
 def classifier(num_classes, name="logits"):

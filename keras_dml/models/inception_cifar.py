@@ -72,10 +72,7 @@ class InceptionV1CIFAR(common.PeerNetwork):
         **kwargs,
     ):
         common.check_num_classes(num_classes)
-        if not 0 <= dropout < 1:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
-            )
+        common.check_dropout(dropout)
         sync = synchronized_batchnorm
 
         inputs = keras.Input(shape=input_shape, name="images")

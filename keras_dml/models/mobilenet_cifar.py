@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from keras_dml.checks import check_number
 from keras_dml.models import common
 
 # (filters, stride) of the 13 depthwise-separable blocks of MobileNet v1. On
@@ -63,12 +64,8 @@ class MobileNetCIFAR(common.PeerNetwork):
         **kwargs,
     ):
         common.check_num_classes(num_classes)
-        if not alpha > 0:
-            raise ValueError(f"`alpha` must be > 0. Received: alpha={alpha!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
-            )
+        check_number("`alpha`", alpha, 0, low_open=True)
+        common.check_dropout(dropout)
         sync = synchronized_batchnorm
 
         inputs = keras.Input(shape=input_shape, name="images")

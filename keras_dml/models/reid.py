@@ -144,10 +144,7 @@ class ReIDNet(keras.Model):
             raise ValueError(
                 f"`weights` must be None or 'imagenet'. Received: weights={weights!r}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
-            )
+        common.check_dropout(dropout)
         common.check_num_classes(num_classes)
         name = name or common.unique_name(f"reid_{backbone}")
         inputs = keras.Input(shape=input_shape, name="images")

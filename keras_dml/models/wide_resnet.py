@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from keras_dml.checks import check_number
 from keras_dml.models import common
 
 
@@ -54,14 +55,8 @@ class WideResNet(common.PeerNetwork):
             raise ValueError(
                 f"`depth` must be 6n+4 with n >= 1. Received: depth={depth!r}"
             )
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(
-                f"`width` must be an integer >= 1. Received: width={width!r}"
-            )
-        if not 0 <= dropout < 1:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
-            )
+        check_number("`width`", width, 1, integer=True)
+        common.check_dropout(dropout)
         common.check_num_classes(num_classes)
         blocks_per_group = (depth - 4) // 6
         sync = synchronized_batchnorm

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_dml.checks import check_number
+
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 AP_KINDS = ("standard", "official")
 JUNK_ID = -1
@@ -235,12 +237,8 @@ class _Accumulator:
 def _check_options(max_rank, ap, chunk_size):
     if ap not in AP_KINDS:
         raise ValueError(f"`ap` must be one of {AP_KINDS}. Received: ap={ap!r}")
-    if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
-        raise ValueError(
-            f"`max_rank` must be a positive integer. Received: {max_rank!r}"
-        )
-    if chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be >= 1. Received: {chunk_size}")
+    check_number("`max_rank`", max_rank, 1, integer=True)
+    check_number("`chunk_size`", chunk_size, 1, integer=True)
 
 
 def evaluate_ranking(

@@ -21,6 +21,7 @@ import time
 import keras
 
 from keras_dml import datasets, files
+from keras_dml.checks import check_number
 from keras_dml.training import config as settings
 from keras_dml.training import reports
 from keras_dml.training.run import run
@@ -138,8 +139,7 @@ def run_variants(base, variants, seeds, output_dir, print_fn=print):
         `{label: [results of each seed]}`, each the dict `run` returns.
     """
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"--seeds must be >= 1. Received: {seeds}")
+        check_number("--seeds", seeds, 1, integer=True)
         seeds = range(seeds)
     seeds = list(seeds)
     variants = as_variants(variants)

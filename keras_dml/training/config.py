@@ -12,6 +12,7 @@ import os
 
 from keras_dml import datasets, models
 from keras_dml.backends import STRATEGIES
+from keras_dml.cohort import kl_ramp, losses
 from keras_dml.cohort import mimicry as mimicry_methods
 from keras_dml.cohort.mutual_learning import UPDATE_MODES
 from keras_dml.setting import Setting
@@ -160,7 +161,7 @@ SETTINGS = (
         "Shape of the ramp: sigmoid (exp(-5 (1 - u)^2), mean teacher, ONE) or linear.",
         "str",
         "dml",
-        choices=("sigmoid", "linear"),
+        choices=kl_ramp.SHAPES,
     ),
     _s(
         "kl_reduction",
@@ -169,7 +170,7 @@ SETTINGS = (
         "official DML code, tf.add_n over the other peers); the same for 2 peers.",
         "str",
         "dml",
-        choices=("mean", "sum"),
+        choices=losses.KL_REDUCTIONS,
     ),
     _s(
         "mimicry",
