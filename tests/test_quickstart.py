@@ -124,8 +124,11 @@ def test_train_size_is_a_digits_setting():
                 "validation_size": 200,
             }
         )
-    with pytest.raises(ValueError, match="--train_size must be in 10..1000"):
+    # The setting's own range, then the digits' (with the held-out split).
+    with pytest.raises(ValueError, match="--train_size must be an integer >= 10"):
         settings.resolve({"dataset": "digits", "model_dir": "x", "train_size": 5})
+    with pytest.raises(ValueError, match="--train_size must be in 10..1000"):
+        settings.resolve({"dataset": "digits", "model_dir": "x", "train_size": 1001})
     with pytest.raises(ValueError, match="--train_size applies to .*digits.* only"):
         settings.resolve({"dataset": "cifar10", "model_dir": "x", "train_size": 50})
 
