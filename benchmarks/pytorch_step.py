@@ -9,8 +9,10 @@ peers, each with its own SGD (Nesterov momentum 0.9), the DML loss (CE +
 KL to the other peer's detached softmax), eager mode, in four set-ups:
 NCHW or `channels_last` memory format, float32 or `torch.autocast` with
 bfloat16. keras_dml side: `MutualLearningModel` of two `resnet32` peers,
-float32 or `mixed_bfloat16`, with TensorFlow's threads per op set as
-scripts/train.py sets them (`--cpu_threads=0` for TensorFlow's default).
+float32 or `mixed_bfloat16`, with TensorFlow's threads per op set by
+`keras_dml.configure_cpu_threads(2)` as README's opening example and
+scripts/train.py set them (`--cpu_threads=0` for TensorFlow's default),
+stepped by `train_on_batch` and, as README's example trains, inside `fit`.
 Batch 64, 32x32x3, 100 classes. Each figure is the median over --repeats
 rounds of --steps steps, every set-up timed once per round (interleaved, so
 a slow spell of this shared machine hits all); each step is synchronized
@@ -35,8 +37,6 @@ import keras_dml  # noqa: E402, I001
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from timing import machine  # noqa: E402
-
-from keras_dml.cpu_threads import configure_cpu_threads  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 7, "Interleaved rounds (medians reported).")
@@ -159,7 +159,12 @@ def torch_stepper(torch, channels_last, bfloat16):
 # ------------------------------------------------------------------ keras_dml
 
 
-def keras_stepper(policy):
+def keras_stepper(policy, inside_fit=False):
+    """keras_dml's step under `policy`: by `train_on_batch`, or (with
+    `inside_fit`) as README's opening example runs it, `compile` + `fit`,
+    each step timed inside `fit` from its batch's start to its loss read
+    back (the first step of each `fit` call, which starts the epoch, left
+    out)."""
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -174,10 +179,46 @@ def keras_stepper(policy):
     x = tf.random.uniform((SIZES["batch"], 32, 32, 3))
     y = tf.random.uniform((SIZES["batch"],), maxval=CLASSES, dtype=tf.int32)
 
+    if inside_fit:
+        return _fit_timer(model, x, y)
+
     def step():
         return float(model.train_on_batch(x, y, return_dict=True)["loss"])
 
     return _timer(step)
+
+
+class _StepTimes(keras.callbacks.Callback):
+    """Seconds of each training step of `fit`, synchronized on its loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["loss"])  # Synchronize on the step's loss.
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _fit_timer(model, x, y):
+    batches = tf.data.Dataset.from_tensors((x, y)).repeat()
+
+    def fit():
+        times = _StepTimes()
+        model.fit(
+            batches,
+            steps_per_epoch=FLAGS.steps + 1,
+            epochs=1,
+            verbose=0,
+            callbacks=[times],
+        )
+        return statistics.fmean(times.seconds[1:])
+
+    fit()  # Build, trace and warm up before timing.
+    return fit
 
 
 def _timer(step):
@@ -201,10 +242,15 @@ def main(argv):
     if FLAGS.smoke:
         SIZES.update(depth=8, batch=8)
         FLAGS.repeats, FLAGS.steps = 1, 1
-    tf_threads = configure_cpu_threads(2, FLAGS.cpu_threads)
+    # What README's opening example calls first (the scripts do the same).
+    tf_threads = keras_dml.configure_cpu_threads(2, FLAGS.cpu_threads)
     setups = {
         "keras_dml float32": keras_stepper("float32"),
         "keras_dml mixed_bfloat16": keras_stepper("mixed_bfloat16"),
+        "keras_dml fit float32": keras_stepper("float32", inside_fit=True),
+        "keras_dml fit mixed_bfloat16": keras_stepper(
+            "mixed_bfloat16", inside_fit=True
+        ),
     }
     try:
         import torch
@@ -234,14 +280,20 @@ def main(argv):
         f"K=2 ResNet-{SIZES['depth']} DML step, batch {SIZES['batch']}, 32x32x3; "
         f"median of {FLAGS.repeats} interleaved rounds of {FLAGS.steps} steps.\n"
     )
-    print("| set-up | s / step | PyTorch time / keras_dml time (same precision) |")
-    print("| --- | ---: | ---: |")
+    print(
+        "| set-up | s / step | PyTorch time / keras_dml time (same precision): "
+        "train_on_batch | inside fit |"
+    )
+    print("| --- | ---: | ---: | ---: |")
     for name, seconds in median.items():
-        ratio = ""
+        ratios = ["", ""]
         if name.startswith("PyTorch"):
             ours = "mixed_bfloat16" if name.endswith("bfloat16") else "float32"
-            ratio = f"{seconds / median[f'keras_dml {ours}']:.2f}x"
-        print(f"| {name} | {seconds:.3f} | {ratio} |")
+            ratios = [
+                f"{seconds / median[f'keras_dml {way}{ours}']:.2f}x"
+                for way in ("", "fit ")
+            ]
+        print(f"| {name} | {seconds:.3f} | {' | '.join(ratios)} |")
     if torch is None:
         print('\nPyTorch is not installed: pip install -e ".[bench]"')
 

@@ -1,6 +1,7 @@
 """Deep Mutual Learning for Keras 3: a cohort of peers that learn from each other.
 
-Public names: `MutualLearningModel`, `PeerOptimizers`, and the modules
+Public names: `MutualLearningModel`, `PeerOptimizers`,
+`configure_cpu_threads`, and the modules
 `keras_dml.analysis`, `keras_dml.data`, `keras_dml.datasets`,
 `keras_dml.export`, `keras_dml.losses`, `keras_dml.mimicry`,
 `keras_dml.models` and `keras_dml.reid` (`keras_dml.training` holds the
@@ -25,6 +26,7 @@ from keras_dml import (  # noqa: E402
     models,
     reid,
 )
+from keras_dml.backends import configure_cpu_threads  # noqa: E402
 from keras_dml.cohort import (  # noqa: E402
     MutualLearningModel,
     PeerOptimizers,
@@ -44,6 +46,7 @@ __all__ = [
     "MutualLearningModel",
     "PeerOptimizers",
     "analysis",
+    "configure_cpu_threads",
     "data",
     "datasets",
     "export",

@@ -11,7 +11,13 @@ of tuned PyTorch in float32, and from 1.10x to 1.27x in bfloat16
 lose nothing.
 
 `configure_cpu_threads(num_peers)` sets cores // K threads per op on a
-machine without GPUs. It must run before TensorFlow runs its first op.
+machine without GPUs. It must run before TensorFlow runs its first op
+(building a model runs ops). It is process-wide, so it leaves alone what it
+should not change: with no `threads` given, a value the user already set
+(`tf.config.threading.set_intra_op_parallelism_threads`) is kept, and once
+TensorFlow has run ops nothing changes (it returns None; with `threads`
+given, it raises instead). Inter-op threads (how many ops run side by side)
+are never touched.
 """
 
 import os
@@ -28,12 +34,14 @@ def threads_per_op(num_peers, cores=None):
 def configure_cpu_threads(num_peers, threads=None):
     """Sets TensorFlow's intra-op threads for training `num_peers` peers on
     this machine's CPU; returns the number set, or None where nothing is set
-    (a GPU is present, `threads` is 0, or TensorFlow already chose).
+    (a GPU is present, `threads` is 0, the user set threads per op already,
+    or TensorFlow has run ops).
 
     Args:
         num_peers: the cohort's size K.
-        threads: threads per op; None: `threads_per_op(num_peers)`; 0:
-            TensorFlow's default (nothing is set).
+        threads: threads per op; None: `threads_per_op(num_peers)`, unless
+            threads per op were set already; 0: TensorFlow's default
+            (nothing is set).
 
     Raises:
         RuntimeError: TensorFlow has already run an op and `threads` was
@@ -42,8 +50,11 @@ def configure_cpu_threads(num_peers, threads=None):
     if threads == 0 or tf.config.list_physical_devices("GPU"):
         return None
     wanted = threads_per_op(num_peers) if threads is None else threads
-    if tf.config.threading.get_intra_op_parallelism_threads() == wanted:
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    if current == wanted:
         return wanted
+    if threads is None and current != 0:  # 0: TensorFlow's own choice.
+        return None  # The user chose; automatic threads keep it.
     try:
         tf.config.threading.set_intra_op_parallelism_threads(wanted)
     except RuntimeError:

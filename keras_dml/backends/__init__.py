@@ -16,7 +16,15 @@ import keras
 from keras_dml.backends.base import STRATEGIES, Devices, Runtime
 from keras_dml.cohort.steps import SUPPORTED_BACKENDS
 
-__all__ = ["STRATEGIES", "Devices", "Runtime", "has_gpu", "make_devices", "runtime"]
+__all__ = [
+    "STRATEGIES",
+    "Devices",
+    "Runtime",
+    "configure_cpu_threads",
+    "has_gpu",
+    "make_devices",
+    "runtime",
+]
 
 
 def runtime(backend=None):
@@ -44,3 +52,28 @@ def make_devices(strategy="auto"):
 def has_gpu():
     """True when this process's backend sees a GPU."""
     return runtime().has_gpu()
+
+
+def configure_cpu_threads(num_peers, threads=None):
+    """Threads per op for training `num_peers` peers on this machine's CPU,
+    on the backend Keras runs on; call it first, before building the peers.
+
+    On TensorFlow without GPUs: cores // `num_peers` threads per op
+    (`keras_dml.cpu_threads`), so that the peers' independent ops run side
+    by side; it keeps threads you set yourself and changes nothing once
+    TensorFlow has run ops. JAX and PyTorch choose their own (nothing is
+    set). Returns the number set, or None.
+
+    Example:
+
+    ```python
+    import keras_dml
+
+    keras_dml.configure_cpu_threads(num_peers=2)  # Before any model is built.
+    ```
+    """
+    backend = runtime()
+    problem = backend.cpu_threads_problem(threads)
+    if problem:
+        raise ValueError(problem.replace("--cpu_threads", "`threads`", 1))
+    return backend.set_cpu_threads(num_peers, threads)
