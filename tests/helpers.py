@@ -24,6 +24,27 @@ def dense_peer(seed, *, batchnorm=False, hidden=8, num_classes=NUM_CLASSES, name
     return keras.Model(inputs, outputs, name=name or f"peer_{seed}")
 
 
+def dense_branches(num_branches=3, seed=0, *, batchnorm=False, width=5):
+    """A branch cohort of small MLPs: `(trunk, branches)`, the trunk a tanh
+    layer (and BatchNorm) shared by dense classifier branches."""
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input((NUM_FEATURES,))
+    x = keras.layers.Dense(width, activation="tanh", kernel_initializer=init(seed))(
+        inputs
+    )
+    if batchnorm:
+        x = keras.layers.BatchNormalization()(x)
+    trunk = keras.Model(inputs, x, name=f"trunk_{seed}")
+    branches = []
+    for i in range(num_branches):
+        features = keras.Input((width,))
+        logits = keras.layers.Dense(
+            NUM_CLASSES, kernel_initializer=init(seed + 1 + i), bias_initializer="zeros"
+        )(features)
+        branches.append(keras.Model(features, logits, name=f"branch{i}"))
+    return trunk, branches
+
+
 def image_peer(seed, size=8):
     """A small convolutional peer (with BatchNorm) on size x size RGB images."""
     init = keras.initializers.GlorotUniform

@@ -100,6 +100,7 @@ def test_two_steps_give_the_same_weights_on_every_backend(tmp_path):
 # `tensorflow_only` and skipped there.
 CORE_FILES = (
     "tests/test_analysis.py",
+    "tests/test_branch_cohort.py",
     "tests/test_kl_ramp.py",
     "tests/test_labels.py",
     "tests/test_losses.py",

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_dml
-from tests.helpers import data, dense_peer
+from tests.helpers import assert_weights_close, data, dense_branches, dense_peer
 
 
 def _train(
@@ -110,6 +110,28 @@ def test_mirrored_matches_one_device_on_the_global_batch(
         np.testing.assert_allclose(
             mirrored_history.history[key], single_history.history[key], rtol=1e-5
         )
+
+
+def test_a_branch_cohort_mirrored_matches_one_device():
+    # The trunk's gradient, the sum of the branches' losses summed over the
+    # replicas, is the global batch's.
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    x, y = data(32, seed=22)
+    y[:5] = -1
+    results = []
+    for strategy in (
+        tf.distribute.MirroredStrategy(devices),
+        tf.distribute.OneDeviceStrategy(devices[0]),
+    ):
+        with strategy.scope():
+            trunk, branches = dense_branches(3, seed=9)
+            model = keras_dml.MutualLearningModel(branches, trunk=trunk)
+            model.compile(keras.optimizers.SGD(0.2, momentum=0.9))
+        history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        results.append((model.get_weights(), history.history["loss"]))
+    (mirrored, mirrored_loss), (single, single_loss) = results
+    assert_weights_close(mirrored, single)
+    np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-5)
 
 
 def test_building_under_a_strategy_reads_no_batch():

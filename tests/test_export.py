@@ -566,3 +566,20 @@ def test_an_export_child_dies_with_its_killed_parent_and_writes_nothing(tmp_path
         name.isdigit() for _, dirs, _ in os.walk(tmp_path / "models") for name in dirs
     )
     assert not [p for p in temporary.iterdir() if p.name.startswith("keras_dml_export")]
+
+
+def test_each_branch_of_a_branch_cohort_is_served_alone(tmp_path):
+    # Trunk + branch, a standalone SavedModel per peer: what the cohort's
+    # peer gives in Keras, with the shared trunk's weights.
+    trunk, branches = keras_dml.models.resnet_cifar_branches(2, depth=8, num_classes=5)
+    model = keras_dml.MutualLearningModel(branches, trunk=trunk)
+    written = export_peers(model, str(tmp_path), preprocessing="unit")
+    assert sorted(written) == sorted([*folder_names(model.peers), "ensemble"])
+    images = _images(SHAPE, count=3)
+    expected = model.predict(np.float32(images) / 255.0, verbose=0)
+    for name, logits in zip(folder_names(model.peers), expected):
+        serving = tf.saved_model.load(os.path.join(str(tmp_path), name, "1"))
+        out = serving.signatures["serving_default"](images=tf.constant(images))
+        np.testing.assert_allclose(
+            out["probabilities"].numpy(), tf.nn.softmax(logits).numpy(), atol=1e-5
+        )

@@ -65,7 +65,7 @@ class LearningRateLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or "learning_rate" in logs:
             return
-        names = [f"{_PEER_RATE}{opt.name}" for opt in self.model.peer_optimizers]
+        names = [f"{_PEER_RATE}{opt.name}" for opt in self.model.optimizer.optimizers]
         if not all(name in logs for name in names):
             return
         rates = [logs[name] for name in names]

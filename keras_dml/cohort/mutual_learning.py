@@ -189,6 +189,66 @@ def _validate_teacher(teacher, peers, num_classes):
     return teacher
 
 
+def _validate_trunk(trunk, branches, update):
+    """`trunk`, checked: a Keras model with one `Input`, sharing no weights
+    with the branches, in a cohort trained in the simultaneous order."""
+    if trunk is None:
+        return None
+    if not isinstance(trunk, keras.Model):
+        raise ValueError(
+            "`trunk` must be a Keras model (the lower stages every branch "
+            f"shares). Received: trunk={trunk!r}"
+        )
+    try:
+        inputs = trunk.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs or len(inputs) != 1:
+        raise ValueError(
+            f"`trunk` ({trunk.name!r}) must be a functional or Sequential model "
+            "with one `keras.Input`: its input shape builds each peer as "
+            "trunk + branch, the standalone model that is exported."
+        )
+    if any(trunk is branch for branch in branches):
+        raise ValueError(f"`trunk` ({trunk.name!r}) is also one of the branches.")
+    branch_variables = {id(v) for branch in branches for v in branch.weights}
+    shared = [v.path for v in trunk.weights if id(v) in branch_variables]
+    if shared:
+        raise ValueError(
+            f"`trunk` ({trunk.name!r}) shares the variable {shared[0]!r} with a "
+            "branch: the branches must hold only their own layers."
+        )
+    if update != "simultaneous":
+        raise ValueError(
+            "A cohort with a shared `trunk` trains in update='simultaneous' "
+            "only: the trunk's gradient is the sum of every branch's loss "
+            "(as in ONE, OKDDip and PCL), which the sequential order, one "
+            f"peer's update after another's, has no place for. Received: "
+            f"update={update!r}"
+        )
+    return trunk
+
+
+def _branch_peers(trunk, branches):
+    """Each branch on the trunk as a standalone functional model (sharing
+    the trunk's and the branch's layers): what `model.peers` holds, what is
+    evaluated per peer and exported."""
+    spec = trunk.inputs[0]
+    peers = []
+    for i, branch in enumerate(branches):
+        inputs = keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name="inputs")
+        features = trunk(inputs)
+        try:
+            outputs = branch(features)
+        except Exception as error:
+            raise ValueError(
+                f"Branch {i} ({branch.name!r}) cannot take the trunk's output "
+                f"(shape {tuple(features.shape)}): {error}"
+            ) from error
+        peers.append(keras.Model(inputs, outputs, name=f"{trunk.name}_{branch.name}"))
+    return peers
+
+
 def _check_sizes(sizes):
     """`sizes`: peer name -> number of classes (None: unknown yet)."""
     if len({size for size in sizes.values() if size is not None}) > 1:
@@ -266,6 +326,18 @@ class MutualLearningModel(CohortSteps, keras.Model):
             teacher and ONE; or "linear"). Both 0 (the default): no ramp.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
+        trunk: a Keras model with one `Input` (the lower stages of one
+            network) that every peer shares: then `peers` are the branches
+            (heads), each a model taking the trunk's output. The trunk runs
+            once per step; its gradient is the sum of every branch's loss
+            (ONE, OKDDip, PCL), and it has an optimizer of its own, after the
+            peers' (`model.trunk_optimizer`). `model.peers` are then
+            the standalone models trunk + branch (sharing the layers), which
+            are evaluated, analysed and exported as any peer;
+            `model.branches` are the heads. Simultaneous order only, and no
+            float16 (one loss scale per peer would scale the trunk's summed
+            gradient unevenly; bfloat16 works).
+
     Labels are integer class ids; a label < 0 marks an unlabeled example, which
     contributes only the KL term (semi-supervised DML).
 
@@ -301,10 +373,24 @@ class MutualLearningModel(CohortSteps, keras.Model):
         kl_burn_in_steps=0,
         kl_ramp_shape="sigmoid",
         kl_reduction="mean",
+        trunk=None,
         **kwargs,
     ):
         _check_backend()
         peers, num_classes = _validate_peers(peers, teacher)
+        trunk = _validate_trunk(trunk, peers, update)
+        branches = None
+        if trunk is not None:
+            branches, peers = peers, _branch_peers(trunk, peers)
+            if num_classes is None:
+                num_classes = _output_size(peers[0])
+            if any(_uses_float16(peer) for peer in peers):
+                raise ValueError(
+                    "A cohort with a shared `trunk` does not train in float16: "
+                    "each peer's optimizer has its own loss scale, which would "
+                    "scale the trunk's summed gradient unevenly. Use float32 "
+                    "or bfloat16."
+                )
         teacher = _validate_teacher(teacher, peers, num_classes)
         dml_losses.validate_hyperparameters(
             kl_weight, temperature, mimicry, label_smoothing
@@ -342,6 +428,8 @@ class MutualLearningModel(CohortSteps, keras.Model):
             )
         super().__init__(**kwargs)
         self.peers = peers
+        self.trunk = trunk
+        self.branches = branches
         self.num_classes = num_classes
         self.kl_weight = float(kl_weight)
         self.temperature = float(temperature)
@@ -399,11 +487,19 @@ class MutualLearningModel(CohortSteps, keras.Model):
         return logits
 
     def _forward(self, inputs, training):
-        """`(logits, aux_logits)` of every peer."""
-        outputs = [
-            split_peer_output(peer(inputs, training=training), peer.name)
-            for peer in self.peers
-        ]
+        """`(logits, aux_logits)` of every peer (with a trunk: the trunk
+        once, then every branch on its output)."""
+        if self.trunk is None:
+            outputs = [
+                split_peer_output(peer(inputs, training=training), peer.name)
+                for peer in self.peers
+            ]
+        else:
+            features = self.trunk(inputs, training=training)
+            outputs = [
+                split_peer_output(branch(features, training=training), peer.name)
+                for branch, peer in zip(self.branches, self.peers)
+            ]
         if not self.built:
             # Peers without an Input were built by this first call; so is the
             # cohort (export and saving check it), for inputs like these.
@@ -412,8 +508,25 @@ class MutualLearningModel(CohortSteps, keras.Model):
             self.built = True
         return outputs
 
+    def _updated_models(self):
+        """The models whose variables each optimizer updates, in optimizer
+        order: every peer (its branch, with a trunk), then the trunk."""
+        if self.trunk is None:
+            return list(self.peers)
+        return [*self.branches, self.trunk]
+
     def _peer_trainable_variables(self):
-        return [peer.trainable_variables for peer in self.peers]
+        """Per optimizer, the variables it updates (see `_updated_models`)."""
+        return [model.trainable_variables for model in self._updated_models()]
+
+    def _trunk_loss(self, objectives):
+        """What the trunk is trained on: the sum of the peers' loss shares
+        (each branch's gradient reaches the trunk, summed) and the trunk's
+        own regularization, counted once."""
+        total = sum(loss for loss, _ in objectives)
+        if self.trunk.losses:
+            total = total + sum(self.trunk.losses) / self._num_replicas()
+        return total
 
     # --------------------------------------------------------------- compile
 
@@ -435,8 +548,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
         Args:
             optimizer: one optimizer (name or instance), cloned from its config
                 for every peer so that no state is shared, or a list of K
-                optimizers, one per peer. Learning-rate schedules are cloned
-                with it and run per peer.
+                optimizers, one per peer (with a `trunk`: K + 1, the trunk's
+                last). Learning-rate schedules are cloned with it and run per
+                peer.
             loss: must be None: the loss is defined by the model's
                 hyperparameters (`kl_weight`, `temperature`, ...).
             metrics: metrics computed for every peer (`peer{i}_<name>`) and for
@@ -485,12 +599,20 @@ class MutualLearningModel(CohortSteps, keras.Model):
 
     def _make_peer_optimizers(self, optimizer, auto_scale_loss):
         num_peers = len(self.peers)
+        owners = [f"peer{i}" for i in range(num_peers)]
+        if self.trunk is not None:
+            owners.append("trunk")
         if isinstance(optimizer, (list, tuple)):
-            if len(optimizer) != num_peers:
+            if len(optimizer) != len(owners):
+                expected = (
+                    "exactly one per peer"
+                    if self.trunk is None
+                    else f"exactly {len(owners)}: one per peer, then the trunk's"
+                )
                 raise ValueError(
                     f"`optimizer` is a list of {len(optimizer)} optimizers for a "
                     f"cohort of {num_peers} peers. Pass one optimizer (cloned for "
-                    "every peer) or exactly one per peer. "
+                    f"every peer) or {expected}. "
                     f"Received: optimizer={optimizer!r}"
                 )
             optimizers = [keras.optimizers.get(opt) for opt in optimizer]
@@ -498,13 +620,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
             template = keras.optimizers.get(optimizer)
             config = keras.optimizers.serialize(template)
             optimizers = []
-            for i in range(num_peers):
+            for owner in owners:
                 # A unique name per peer: Keras callbacks log
                 # `learning_rate_<optimizer name>` for each.
-                config["config"]["name"] = f"peer{i}_{template.name}"
+                config["config"]["name"] = f"{owner}_{template.name}"
                 optimizers.append(keras.optimizers.deserialize(copy.deepcopy(config)))
 
-        for i, (opt, peer) in enumerate(zip(optimizers, self.peers)):
+        for i, (opt, peer) in enumerate(zip(optimizers, self._updated_models())):
             if opt.built:
                 built_for = {id(v) for v in optimizer_built_for(opt)}
                 if built_for != {id(v) for v in peer.trainable_variables}:
@@ -521,16 +643,27 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 if _uses_float16(peer)
                 and not isinstance(opt, keras.optimizers.LossScaleOptimizer)
                 else opt
-                for i, (opt, peer) in enumerate(zip(optimizers, self.peers))
+                for i, (opt, peer) in enumerate(zip(optimizers, self._updated_models()))
             ]
         return optimizers
 
     @property
     def peer_optimizers(self):
         """The list of per-peer optimizers (after `compile()`)."""
+        optimizers = self._optimizers("peer_optimizers")
+        return optimizers if self.trunk is None else optimizers[: len(self.peers)]
+
+    @property
+    def trunk_optimizer(self):
+        """The shared trunk's optimizer (after `compile()`; None without a
+        trunk)."""
+        optimizers = self._optimizers("trunk_optimizer")
+        return optimizers[-1] if self.trunk is not None else None
+
+    def _optimizers(self, name):
         if not isinstance(getattr(self, "optimizer", None), PeerOptimizers):
             raise ValueError(
-                "`peer_optimizers` exists after `compile()`; call "
+                f"`{name}` exists after `compile()`; call "
                 "`model.compile(optimizer=...)` first."
             )
         return self.optimizer.optimizers
@@ -546,7 +679,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
             return {}
         config = dict(self._compile_args)
         config["optimizer"] = [
-            keras.optimizers.serialize(opt) for opt in self.peer_optimizers
+            keras.optimizers.serialize(opt) for opt in self.optimizer.optimizers
         ]
         config["metrics"] = (
             None
@@ -823,8 +956,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
             ramp = self._kl_factor()
         kl_weight = self.kl_weight if isinstance(ramp, float) else self.kl_weight * ramp
         share = dml_losses.combine_terms(ce, kl, kl_weight, self.temperature)
-        if regularization is None and self.peers[k].losses:
-            regularization = sum(self.peers[k].losses)
+        own = self._updated_models()[k]  # With a trunk, its branch.
+        if regularization is None and own.losses:
+            regularization = sum(own.losses)
         if regularization is not None:
             share = share + regularization / self._num_replicas()
         logged_loss = share * ops.divide_no_nan(global_examples, num_examples)
@@ -934,9 +1068,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
 
     def get_config(self):
         config = super().get_config()
+        peers = self.peers if self.trunk is None else self.branches
         config.update(
             {
-                "peers": [keras.saving.serialize_keras_object(p) for p in self.peers],
+                "peers": [keras.saving.serialize_keras_object(p) for p in peers],
+                "trunk": None
+                if self.trunk is None
+                else keras.saving.serialize_keras_object(self.trunk),
                 "kl_weight": self.kl_weight,
                 "temperature": self.temperature,
                 "mimicry": keras.saving.serialize_keras_object(self.mimicry),
@@ -965,6 +1103,10 @@ class MutualLearningModel(CohortSteps, keras.Model):
         if isinstance(config.get("mimicry"), dict):
             config["mimicry"] = keras.saving.deserialize_keras_object(
                 config["mimicry"], custom_objects=custom_objects
+            )
+        if isinstance(config.get("trunk"), dict):
+            config["trunk"] = keras.saving.deserialize_keras_object(
+                config["trunk"], custom_objects=custom_objects
             )
         if isinstance(config.get("teacher"), dict):
             config["teacher"] = keras.saving.deserialize_keras_object(

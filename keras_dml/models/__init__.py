@@ -5,6 +5,8 @@ of the CIFAR ResNet, and the re-ID peers (MobileNet, ResNet-50).
 `FusedBatchNormalization` is the BatchNorm layer the peers use (Keras's, on
 TensorFlow's fused kernel); it fits any channels-last peer of your own, and
 `with_fused_batch_norm(model)` puts it into a built functional model.
+`resnet_cifar_branches` and `reid_branches` build branch cohorts (a shared
+trunk and K branches, for `MutualLearningModel(branches, trunk=trunk)`).
 `plain_keras(peer)` is a copy of a trained peer made of Keras's own layers,
 which any Keras loads without keras_dml.
 """
@@ -13,6 +15,7 @@ from keras_dml.models.batch_norm import (
     FusedBatchNormalization,
     with_fused_batch_norm,
 )
+from keras_dml.models.branches import reid_branches, resnet_cifar_branches
 from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
 from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
 from keras_dml.models.plain_keras import plain_keras
@@ -118,6 +121,8 @@ __all__ = [
     "resnet32",
     "resnet56",
     "resnet110",
+    "resnet_cifar_branches",
+    "reid_branches",
     "wide_resnet",
     "with_fused_batch_norm",
     "plain_keras",

@@ -68,7 +68,7 @@ class BackboneInput(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def _backbone(kind, input_shape, weights, name, synchronized=False):
+def build_backbone(kind, input_shape, weights, name, synchronized=False):
     """The `keras.applications` backbone, on fused BatchNorm (1.5x faster)."""
     constructor, _ = BACKBONES[kind]
     try:
@@ -150,7 +150,7 @@ class ReIDNet(keras.Model):
         inputs = keras.Input(shape=input_shape, name="images")
         mode = BACKBONES[backbone][1]
         backbone_input = BackboneInput(mode, name=f"{mode}_input")(inputs)
-        embedding = _backbone(
+        embedding = build_backbone(
             backbone, tuple(input_shape), weights, name, synchronized_batchnorm
         )(backbone_input)
         embedding = layers.Activation("linear", dtype="float32", name="embedding")(

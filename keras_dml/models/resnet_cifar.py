@@ -66,17 +66,9 @@ class ResNetCIFAR(common.PeerNetwork):
         sync = synchronized_batchnorm
 
         inputs = keras.Input(shape=input_shape, name="images")
-        x = common.conv(16, 3, name="stem_conv")(inputs)
-        x = common.batch_norm(sync, "stem_bn")(x)
-        x = layers.ReLU(name="stem_relu")(x)
-        for stage, filters in enumerate((16, 32, 64)):
-            for block in range(blocks_per_stage):
-                strides = 2 if stage > 0 and block == 0 else 1
-                x = _basic_block(
-                    x, filters, strides, sync, f"stage{stage + 1}_block{block + 1}"
-                )
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = common.classifier(num_classes)(x)
+        x = stem(inputs, sync)
+        x = stages(x, blocks_per_stage, (1, 2, 3), sync)
+        outputs = head(x, num_classes)
         super().__init__(
             inputs=inputs,
             outputs=outputs,
@@ -140,6 +132,38 @@ def shortcut_kernel(channels, filters):
     kernel = np.zeros((1, 1, channels, filters), "float32")
     kernel[0, 0, np.arange(channels), before + np.arange(channels)] = 1.0
     return kernel
+
+
+STAGE_FILTERS = {1: 16, 2: 32, 3: 64}
+
+
+def stem(images, sync):
+    """The 3x3 convolution with 16 filters, BatchNorm and ReLU."""
+    x = common.conv(16, 3, name="stem_conv")(images)
+    x = common.batch_norm(sync, "stem_bn")(x)
+    return layers.ReLU(name="stem_relu")(x)
+
+
+def stages(x, blocks_per_stage, numbers, sync, prefix=""):
+    """Stages `numbers` (of 1, 2, 3) of n basic blocks each; the first block
+    of stages 2 and 3 halves the resolution."""
+    for stage in numbers:
+        for block in range(blocks_per_stage):
+            strides = 2 if stage > 1 and block == 0 else 1
+            x = _basic_block(
+                x,
+                STAGE_FILTERS[stage],
+                strides,
+                sync,
+                f"{prefix}stage{stage}_block{block + 1}",
+            )
+    return x
+
+
+def head(x, num_classes, prefix=""):
+    """Global average pooling and the dense classifier (logits)."""
+    x = layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool")(x)
+    return common.classifier(num_classes, name=f"{prefix}logits")(x)
 
 
 def _basic_block(x, filters, strides, sync, name):

@@ -145,23 +145,28 @@ class JaxSteps(SingleProgramSteps):
     def _simultaneous_step(self, x, y):
         # With stop-gradient targets, the gradient of the summed losses with
         # respect to peer k's weights is that of peer k's own loss: one
-        # backward pass, each peer optimizer given its peer's slice.
-        variables = [v for peer in self.peers for v in peer.trainable_variables]
+        # backward pass, each peer optimizer given its peer's slice. A shared
+        # trunk's is the sum of every peer's (no loss scaling: a trunk cohort
+        # refuses float16).
+        groups = self._peer_trainable_variables()
+        variables = [v for group in groups for v in group]
 
         def loss_fn():
             labels, logits, objectives = self._cohort_objectives(x, y)
-            total = sum(
-                opt.scale_loss(loss)
-                for opt, (loss, _) in zip(self.peer_optimizers, objectives)
-            )
+            if self.trunk is not None:
+                total = self._trunk_loss(objectives)
+            else:
+                total = sum(
+                    opt.scale_loss(loss)
+                    for opt, (loss, _) in zip(self.peer_optimizers, objectives)
+                )
             return total, (labels, logits, [logged for _, logged in objectives])
 
         (_, (labels, logits, logged)), grads = self._value_and_grad(loss_fn, variables)
         start = 0
-        for k, peer in enumerate(self.peers):
-            count = len(peer.trainable_variables)
-            self._apply(k, grads[start : start + count])
-            start += count
+        for k, group in enumerate(groups):
+            self._apply(k, grads[start : start + len(group)])
+            start += len(group)
         return labels, logits, logged
 
     def _sequential_step(self, x, y):
@@ -201,12 +206,13 @@ class JaxSteps(SingleProgramSteps):
         return labels, logits, logged
 
     def _apply(self, k, grads):
-        """Peer k's optimizer step, through its `stateless_apply` (what
-        Keras's JAX trainer uses; a `LossScaleOptimizer`'s conditional
-        updates need it), written back into the step's scope."""
+        """Optimizer k's step (peer k's; the trunk's after the peers'),
+        through its `stateless_apply` (what Keras's JAX trainer uses; a
+        `LossScaleOptimizer`'s conditional updates need it), written back
+        into the step's scope."""
         scope = current_stateless_scope()
-        optimizer = self.peer_optimizers[k]
-        variables = self.peers[k].trainable_variables
+        optimizer = self.optimizer.optimizers[k]
+        variables = self._peer_trainable_variables()[k]
         new_variables, new_state = optimizer.stateless_apply(
             [scope.get_current_value(v) for v in optimizer.variables],
             grads,

@@ -28,6 +28,8 @@ class TensorFlowSteps:
         return self._test_on(*self._unpack(data))
 
     def _simultaneous_step(self, x, y):
+        if self.trunk is not None:
+            return self._shared_trunk_step(x, y)
         with tf.GradientTape(persistent=True) as tape:
             y, logits, objectives = self._cohort_objectives(x, y)
             scaled = [
@@ -39,6 +41,17 @@ class TensorFlowSteps:
         for k, scaled_loss in enumerate(scaled):
             self._apply_peer_gradients(k, tape, scaled_loss)
         del tape
+        return y, logits, [logged for _, logged in objectives]
+
+    def _shared_trunk_step(self, x, y):
+        # The peers' losses summed: each branch's gradient is its own loss's
+        # (stop-gradient targets), the trunk's the sum of all of them. One
+        # backward pass; no loss scaling (a trunk cohort refuses float16).
+        with tf.GradientTape() as tape:
+            y, logits, objectives = self._cohort_objectives(x, y)
+            total = self._trunk_loss(objectives)
+        variables = [v for group in self._peer_trainable_variables() for v in group]
+        self.optimizer.apply(tape.gradient(total, variables), variables)
         return y, logits, [logged for _, logged in objectives]
 
     def _sequential_step(self, x, y):

@@ -21,13 +21,18 @@ class TorchSteps(SingleProgramSteps):
     def _simultaneous_step(self, x, y):
         # With stop-gradient targets, the gradient of the summed losses with
         # respect to peer k's weights is that of peer k's own loss: one
-        # backward pass, each peer optimizer given its peer's slice.
-        variables = [v for peer in self.peers for v in peer.trainable_variables]
+        # backward pass, each peer optimizer given its peer's slice. A shared
+        # trunk's is the sum of every peer's (no loss scaling: a trunk cohort
+        # refuses float16).
+        variables = [v for group in self._peer_trainable_variables() for v in group]
         labels, logits, objectives = self._cohort_objectives(x, y)
-        total = sum(
-            opt.scale_loss(loss)
-            for opt, (loss, _) in zip(self.peer_optimizers, objectives)
-        )
+        if self.trunk is not None:
+            total = self._trunk_loss(objectives)
+        else:
+            total = sum(
+                opt.scale_loss(loss)
+                for opt, (loss, _) in zip(self.peer_optimizers, objectives)
+            )
         grads = torch.autograd.grad(
             total, [v.value for v in variables], allow_unused=True
         )
