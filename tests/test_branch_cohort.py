@@ -196,3 +196,83 @@ def test_resnet_cifar_branches_are_the_resnet_layer_for_layer():
     assert model.peers[0].output.shape == (None, 10)
     with pytest.raises(ValueError, match="branch_stages"):
         keras_dml.models.resnet_cifar_branches(2, branch_stages=4)
+
+
+def _one_reference(x, y, weights, target, kl_weight):
+    """ONE's trunk objective in float64: every branch's CE and KL to the
+    fixed `target` (the gated ensemble's probabilities), plus the ensemble's
+    CE; weights [trunk kernel, trunk bias, gate kernel, gate bias, gate BN
+    gamma, beta, (kernel, bias) per branch]. The gate's BatchNorm uses the
+    batch's statistics (training)."""
+    trunk_kernel, trunk_bias, gate_kernel, gate_bias, gamma, beta, *heads = weights
+    h = np.tanh(x @ trunk_kernel + trunk_bias)
+    a = h @ gate_kernel + gate_bias
+    normalized = (a - a.mean(0)) / np.sqrt(a.var(0) + 1e-3) * gamma + beta
+    gates = _softmax(np.maximum(normalized, 0.0))
+    logits = [h @ heads[2 * k] + heads[2 * k + 1] for k in range(len(heads) // 2)]
+    ensemble = sum(gates[:, k : k + 1] * z for k, z in enumerate(logits))
+    rows = np.arange(len(y))
+
+    def ce(z):
+        return -np.mean(np.log(_softmax(z))[rows, y])
+
+    total = ce(ensemble)
+    for z in logits:
+        log_p = np.log(_softmax(z))
+        total += ce(z) + kl_weight * np.mean(
+            np.sum(target * (np.log(target) - log_p), -1)
+        )
+    return total, ensemble
+
+
+def test_one_trains_its_gated_ensemble_as_its_paper_and_every_branch_mimics_it():
+    x, y = data(16, seed=11)
+    model = _cohort(3, mimicry="one", kl_weight=0.8)
+    model.compile(keras.optimizers.SGD(0.5))
+    gate, norm = model.mimicry.gate, model.mimicry.gate_norm
+    variables = [
+        *model.trunk.trainable_variables,
+        gate.kernel,
+        gate.bias,
+        norm.gamma,
+        norm.beta,
+        *[v for b in model.branches for v in b.trainable_variables],
+    ]
+    weights = [np.float64(v.numpy()) for v in variables]
+    x64 = np.float64(x)
+    _, ensemble = _one_reference(x64, y, weights, np.ones((16, NUM_CLASSES)), 0.0)
+    target = _softmax(ensemble)
+
+    def total(w):
+        return _one_reference(x64, y, w, target, 0.8)[0]
+
+    # The trunk and the gate learn from the whole objective; branch k from
+    # its own loss and the ensemble's CE, which is the whole objective's
+    # gradient in its weights too (the other branches' terms do not depend
+    # on them).
+    expected = [
+        w - 0.5 * _numeric_gradient(total, weights, i) for i, w in enumerate(weights)
+    ]
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert_weights_close([v.numpy() for v in variables], expected, rtol=1e-4, atol=1e-5)
+    assert {f"peer{k}_kl" for k in range(3)} <= set(logs)
+
+
+def test_one_is_refused_without_a_trunk_and_saved_with_its_gate(tmp_path):
+    with pytest.raises(ValueError, match="pass `trunk=`"):
+        keras_dml.MutualLearningModel(
+            [keras_dml.models.cnn_small(4) for _ in range(2)], mimicry="one"
+        )
+    x, y = data(32, seed=12)
+    model = _cohort(2, mimicry="one")
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "one.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert_weights_close(
+        loaded.mimicry.gate.get_weights(), model.mimicry.gate.get_weights(), 0, 0
+    )
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert_weights_close(loaded.get_weights(), model.get_weights())

@@ -316,6 +316,34 @@ def test_a_stateful_mimicry_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_branch_cohort_trains_resumes_exactly_and_exports_each_branch(tmp_path):
+    """--branch_stages: the peers are branches of one ResNet (ONE's gated
+    ensemble here); its trunk, branches and gate are in every checkpoint."""
+    given = dict(
+        dataset="digits",
+        smoke_test=True,
+        peers=("resnet8", "resnet8", "resnet8"),
+        branch_stages=1,
+        mimicry="one",
+        temperature=3.0,
+        epochs=2,
+        deterministic=True,
+    )
+    results = _smoke(tmp_path / "a", **given)
+    assert results["run"] == "one"
+    _smoke(tmp_path / "b", **{**given, "epochs": 1, "export": False})
+    resumed = _smoke(tmp_path / "b", **given)
+    assert [r["loss"] for r in resumed["history"]] == [
+        r["loss"] for r in results["history"]
+    ]
+    cohort = keras.saving.load_model(tmp_path / "a" / "run" / "cohort.keras")
+    assert cohort.trunk is not None and len(cohort.branches) == 3
+    exported = sorted(os.listdir(tmp_path / "a" / "run" / "export"))
+    assert [name for name in exported if "branch" in name] == [
+        f"{cohort.trunk.name}_branch{i}" for i in range(3)
+    ]
+
+
 def test_moving_averages_are_what_a_run_evaluates_and_resume_exactly(tmp_path):
     """--ema_decay: cohort.keras holds the averages the last checkpoint keeps
     beside the trained weights, and a run resumed after its first epoch ends

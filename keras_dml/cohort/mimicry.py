@@ -20,6 +20,8 @@ Built in (`get(name)`; `NAMES`):
   averages (PCL, Wu & Gong, AAAI 2021; mean teacher).
 - "codistillation" `Codistillation`: each peer mimics stale copies of the
   others (Anil et al., ICLR 2018).
+- "one" `ONE`: the branches of a shared trunk mimic their gated ensemble,
+  itself trained with cross-entropy (Lan et al., NeurIPS 2018).
 
 A method of your own subclasses `Mimicry` and overrides `targets`:
 
@@ -89,6 +91,9 @@ class Mimicry(keras.layers.Layer):
             means anything for this method; the cohort refuses it otherwise.
         uses_peer_copies: the teachers are copies of the peers kept by the
             method, not the peers' current logits.
+        requires_trunk: the method works on a branch cohort only
+            (`MutualLearningModel(branches, trunk=...)`), e.g. because its
+            teacher reads the trunk's features.
         flags: the arguments the scripts expose as flags (`Flag`): declared
             here, with `check_arguments` as their check, they need no other
             edit to appear in every script's `--help`, be checked and saved.
@@ -96,6 +101,7 @@ class Mimicry(keras.layers.Layer):
 
     supports_sequential = True
     uses_peer_copies = False
+    requires_trunk = False
     flags = ()
 
     @classmethod
@@ -126,6 +132,26 @@ class Mimicry(keras.layers.Layer):
             step: the number of training steps taken before this one.
         """
         del peers, step
+
+    def setup_trunk(self, features_shape, num_peers):
+        """Creates the method's trainable layers for a branch cohort whose
+        trunk gives features of `features_shape` (without the batch); the
+        cohort calls it once, before `compile`. Their variables are
+        trained with the trunk, by its optimizer."""
+        del features_shape, num_peers
+
+    def trained_teachers(self, features, logits, training=True):
+        """Teachers the method trains with the cohort (ONE's gated
+        ensemble): their logits, with gradients, from the trunk's `features`
+        and the peers' `logits` (with gradients). Each is trained with
+        cross-entropy on the labels, and its gradient reaches the peers, the
+        trunk and the method's own layers (the trunk's optimizer updates
+        those). `targets` receives them under stop-gradient after the K
+        teachers of `teacher_logits`, and gives each an empty target list.
+        Only a branch cohort calls it (`features` are the trunk's). The
+        default: none."""
+        del features, logits, training
+        return []
 
     def teacher_logits(self, peers, inputs, logits, training=True):
         """The K teachers' logits for this batch, under stop-gradient.
@@ -775,12 +801,91 @@ class Codistillation(PeerCopies):
         return {**super().get_config(), "refresh_steps": self.refresh_steps}
 
 
+@keras.saving.register_keras_serializable(package="keras_dml")
+class ONE(Mimicry):
+    """ONE, On-the-fly Native Ensemble: the branches of a shared trunk
+    mimic their gated ensemble, which is trained as a classifier too.
+
+        g = softmax(ReLU(BN(W_g pool(f) + b_g)))     (one gate per branch)
+        z_e = sum_i g_i z_i
+        L = sum_i [CE(y, z_i) + kl_weight * T^2 * KL(sg(softmax(z_e / T)) || p_i)]
+            + CE(y, z_e)
+
+    f are the trunk's features (globally average-pooled when they are a
+    feature map), z_i branch i's logits. The gate is a dense layer, BatchNorm
+    and ReLU before the softmax, as in the authors' code; it and the
+    ensemble's cross-entropy train with the trunk (the ensemble's gradient
+    reaches the branches and the trunk too); the KL's target is under
+    stop-gradient, as in the authors' code (`target.data`). The paper uses
+    T = 3 and three branches of a ResNet's last stage
+    (`keras_dml.models.resnet_cifar_branches`). `targets` gives every
+    branch the same target, so `kl_reduction` changes nothing.
+
+    For a branch cohort only (`MutualLearningModel(branches, trunk=...)`),
+    simultaneous order only.
+
+    Reference:
+        Lan, Zhu, Gong. "Knowledge Distillation by On-the-Fly Native
+        Ensemble". NeurIPS 2018. https://arxiv.org/abs/1806.04606
+    """
+
+    supports_sequential = False
+    requires_trunk = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.trainable = True  # Its gate is trained (the base is frozen).
+        self.gate = None
+        self.gate_norm = None
+
+    def setup_trunk(self, features_shape, num_peers):
+        if self.gate is not None:
+            if self.gate.units != num_peers:
+                raise ValueError(
+                    "This ONE already gates another cohort's branches; give "
+                    "each MutualLearningModel its own."
+                )
+            return
+        self.gate = keras.layers.Dense(num_peers, name="gate")
+        self.gate_norm = keras.layers.BatchNormalization(name="gate_norm")
+        channels = features_shape[-1]
+        self.gate.build((None, channels))
+        self.gate_norm.build((None, num_peers))
+
+    def gates(self, features, training=True):
+        """[batch, K] weights of the branches, summing to 1."""
+        if self.gate is None:
+            raise ValueError(
+                "ONE has no gate yet: it is built by a branch cohort, "
+                "MutualLearningModel(branches, trunk=trunk, mimicry='one')."
+            )
+        features = ops.cast(features, "float32")
+        if len(features.shape) > 2:
+            features = ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
+        scores = self.gate_norm(self.gate(features), training=training)
+        return ops.softmax(ops.relu(scores), axis=-1)
+
+    def trained_teachers(self, features, logits, training=True):
+        gates = self.gates(features, training)
+        stacked = ops.stack([ops.cast(z, "float32") for z in logits], axis=1)
+        return [ops.sum(gates[:, :, None] * stacked, axis=1)]
+
+    def targets(self, labels, teacher_logits, temperature):
+        # teacher_logits: the K branches', then the gated ensemble's (and a
+        # static teacher's, if any, which ONE does not use).
+        num_peers = self.gate.units
+        ensemble = ops.log_softmax(teacher_logits[num_peers] / temperature, axis=-1)
+        targets = [[(ensemble, 1.0)] for _ in range(num_peers)]
+        return targets + [[] for _ in teacher_logits[num_peers:]]
+
+
 _BUILT_IN = {
     "pairwise": Pairwise,
     "ensemble": Ensemble,
     "kdcl": KDCL,
     "temporal_mean": TemporalMean,
     "codistillation": Codistillation,
+    "one": ONE,
 }
 NAMES = tuple(_BUILT_IN)
 

@@ -411,6 +411,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
             )
         kl_ramp.check(kl_ramp_up_steps, kl_burn_in_steps, kl_ramp_shape)
         mimicry = mimicry_methods.get(mimicry)
+        if mimicry.requires_trunk and trunk is None:
+            raise ValueError(
+                f"mimicry={mimicry_methods.name_of(mimicry)!r} trains the "
+                "branches of a shared trunk: pass `trunk=` (the lower stages) "
+                "and the branches as `peers`, e.g. from "
+                "keras_dml.models.resnet_cifar_branches."
+            )
         if update == "sequential" and not mimicry.supports_sequential:
             # The reason is known for the built-in copies only; a user's
             # method says it does not support the order, for its own reasons.
@@ -437,6 +444,8 @@ class MutualLearningModel(CohortSteps, keras.Model):
         self.update = update
         self.label_smoothing = float(label_smoothing)
         self.aux_loss_weight = float(aux_loss_weight)
+        if trunk is not None:
+            self.mimicry.setup_trunk(tuple(trunk.outputs[0].shape[1:]), len(peers))
         if teacher is not None:
             teacher.trainable = False  # Its weights leave every gradient.
         self.teacher = teacher
@@ -487,8 +496,14 @@ class MutualLearningModel(CohortSteps, keras.Model):
         return logits
 
     def _forward(self, inputs, training):
-        """`(logits, aux_logits)` of every peer (with a trunk: the trunk
-        once, then every branch on its output)."""
+        """`(logits, aux_logits)` of every peer."""
+        return self._forward_with_features(inputs, training)[0]
+
+    def _forward_with_features(self, inputs, training):
+        """`([(logits, aux_logits) of every peer], the trunk's features)`:
+        with a trunk, the trunk runs once and every branch on its output;
+        without, the features are None."""
+        features = None
         if self.trunk is None:
             outputs = [
                 split_peer_output(peer(inputs, training=training), peer.name)
@@ -506,7 +521,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
             self._built_input_shape = tuple(keras.tree.flatten(inputs)[0].shape)
             self.mimicry.setup(self.peers)
             self.built = True
-        return outputs
+        return outputs, features
 
     def _updated_models(self):
         """The models whose variables each optimizer updates, in optimizer
@@ -516,14 +531,20 @@ class MutualLearningModel(CohortSteps, keras.Model):
         return [*self.branches, self.trunk]
 
     def _peer_trainable_variables(self):
-        """Per optimizer, the variables it updates (see `_updated_models`)."""
-        return [model.trainable_variables for model in self._updated_models()]
+        """Per optimizer, the variables it updates (see `_updated_models`;
+        the trunk's optimizer also trains the mimicry method's layers, e.g.
+        ONE's gate)."""
+        groups = [model.trainable_variables for model in self._updated_models()]
+        if self.trunk is not None:
+            groups[-1] = [*groups[-1], *self.mimicry.trainable_variables]
+        return groups
 
-    def _trunk_loss(self, objectives):
+    def _trunk_loss(self, objectives, trained_teachers_share):
         """What the trunk is trained on: the sum of the peers' loss shares
-        (each branch's gradient reaches the trunk, summed) and the trunk's
-        own regularization, counted once."""
-        total = sum(loss for loss, _ in objectives)
+        (each branch's gradient reaches the trunk, summed), the
+        cross-entropy of the method's trained teachers and the trunk's own
+        regularization, counted once."""
+        total = sum(loss for loss, _ in objectives) + trained_teachers_share
         if self.trunk.losses:
             total = total + sum(self.trunk.losses) / self._num_replicas()
         return total
@@ -626,10 +647,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 config["config"]["name"] = f"{owner}_{template.name}"
                 optimizers.append(keras.optimizers.deserialize(copy.deepcopy(config)))
 
-        for i, (opt, peer) in enumerate(zip(optimizers, self._updated_models())):
+        groups = self._peer_trainable_variables()
+        for i, (opt, peer, variables) in enumerate(
+            zip(optimizers, self._updated_models(), groups)
+        ):
             if opt.built:
                 built_for = {id(v) for v in optimizer_built_for(opt)}
-                if built_for != {id(v) for v in peer.trainable_variables}:
+                if built_for != {id(v) for v in variables}:
                     raise ValueError(
                         f"Optimizer {opt.name!r} (for peer {i}, {peer.name!r}) "
                         "was already built for other variables. Pass a new "
@@ -906,15 +930,17 @@ class MutualLearningModel(CohortSteps, keras.Model):
             kl_reduction=self.kl_reduction,
         )
 
-    def _teachers(self, x, logits, training):
+    def _teachers(self, x, logits, training, trained=()):
         """The teachers' logits, under stop-gradient: the mimicry method's
-        K (by default the peers' own), then the static teacher's, if any.
+        K (by default the peers' own), its `trained` teachers (ONE's
+        ensemble), then the static teacher's, if any.
 
         The static teacher always runs in inference mode: its BatchNorm
         statistics are part of what was pre-trained. (In the sequential
         order it runs at every peer's turn: its logits are the same, and an
         inference pass is cheap beside the peers' training passes.)"""
         teachers = self.mimicry.teacher_logits(self.peers, x, logits, training=training)
+        teachers = [*teachers, *(ops.stop_gradient(z) for z in trained)]
         if self.teacher is None:
             return teachers
         fixed, _ = split_peer_output(
@@ -1015,20 +1041,35 @@ class MutualLearningModel(CohortSteps, keras.Model):
 
     def _cohort_objectives(self, x, y):
         """Every peer's training forward pass and objective:
-        `(checked labels, logits, [(loss share, logged terms) per peer])`.
-        Call it where gradients are recorded."""
-        outputs = self._forward(x, training=True)
+        `(checked labels, logits, [(loss share, logged terms) per peer],
+        the trained teachers' loss share)` (the last 0 without a trunk; see
+        `Mimicry.trained_teachers`). Call it where gradients are recorded."""
+        outputs, features = self._forward_with_features(x, training=True)
         logits = [z for z, _ in outputs]
         y = self._checked(y, logits)
         counts = self._counts(y)
+        trained = []
+        if features is not None:
+            trained = self.mimicry.trained_teachers(features, logits, training=True)
         teachers = self._teachers(
-            x, [ops.stop_gradient(z) for z in logits], training=True
+            x, [ops.stop_gradient(z) for z in logits], training=True, trained=trained
         )
         objectives = [
             self._peer_objective(k, t, outputs[k][1], y, counts)
             for k, t in enumerate(self._terms(y, logits, teachers))
         ]
-        return y, logits, objectives
+        return y, logits, objectives, self._trained_teachers_share(trained, y, counts)
+
+    def _trained_teachers_share(self, trained, labels, counts):
+        """The cross-entropy of the method's trained teachers, this
+        replica's share (as the peers' CE, over the global labeled count)."""
+        share = 0.0
+        for z in trained:
+            ce_sum, _ = dml_losses.sparse_cross_entropy_sum(
+                labels, z, self.label_smoothing, self._example_weights(labels)
+            )
+            share = share + ops.divide_no_nan(ce_sum, counts[2])
+        return share
 
     def _test_on(self, x, y, sample_weight=None):
         """One evaluation step on a batch, as every backend runs it."""
@@ -1043,10 +1084,14 @@ class MutualLearningModel(CohortSteps, keras.Model):
         if not self.built:
             self._build_from_inputs(x)
         # Auxiliary classifiers are a training aid: evaluation uses the logits.
-        logits = [z for z, _ in self._forward(x, training=False)]
+        outputs, features = self._forward_with_features(x, training=False)
+        logits = [z for z, _ in outputs]
         y = self._checked(y, logits)
         counts = self._counts(y)
-        teachers = self._teachers(x, logits, training=False)
+        trained = []
+        if features is not None:
+            trained = self.mimicry.trained_teachers(features, logits, training=False)
+        teachers = self._teachers(x, logits, training=False, trained=trained)
         logged = [
             self._peer_objective(k, t, [], y, counts)[1]
             for k, t in enumerate(self._terms(y, logits, teachers))

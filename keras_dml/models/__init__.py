@@ -15,7 +15,11 @@ from keras_dml.models.batch_norm import (
     FusedBatchNormalization,
     with_fused_batch_norm,
 )
-from keras_dml.models.branches import reid_branches, resnet_cifar_branches
+from keras_dml.models.branches import (
+    reid_branches,
+    resnet_cifar_branches,
+    resnet_depth,
+)
 from keras_dml.models.inception_cifar import InceptionV1CIFAR, inception_v1_cifar
 from keras_dml.models.mobilenet_cifar import MobileNetCIFAR, mobilenet_cifar
 from keras_dml.models.plain_keras import plain_keras
@@ -122,6 +126,7 @@ __all__ = [
     "resnet56",
     "resnet110",
     "resnet_cifar_branches",
+    "resnet_depth",
     "reid_branches",
     "wide_resnet",
     "with_fused_batch_norm",

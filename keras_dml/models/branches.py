@@ -16,6 +16,13 @@ from keras_dml.checks import check_number
 from keras_dml.models import common, reid, resnet_cifar
 
 
+def resnet_depth(name):
+    """The depth of CIFAR ResNet peer `name` ("resnet32": 32), else None."""
+    if name.startswith("resnet") and name[len("resnet") :].isdigit():
+        return int(name[len("resnet") :])
+    return None
+
+
 def _check_branches(num_branches):
     check_number("`num_branches`", num_branches, 1, integer=True)
 

@@ -30,6 +30,7 @@ _RANGES = {
     "batch_size": dict(low=1, integer=True),
     "cpu_threads": dict(low=0, integer=True, optional=True),
     "steps_per_epoch": dict(low=1, integer=True, optional=True),
+    "branch_stages": dict(low=0, high=3, integer=True, optional=True),
     **{name: dict(low=0, low_open=True) for name in ("lr", "lr_decay", "temperature")},
     **{
         name: dict(low=0)
@@ -130,6 +131,16 @@ SETTINGS = (
         dataset_default=True,
     ),
     _s(
+        "branch_stages",
+        None,
+        "Train the peers as branches of one CIFAR ResNet (ONE, PCL): they "
+        "share its stem and lower stages, and each owns its last N of the 3 "
+        "stages (1, as ONE). --peers names one ResNet depth K times. None: "
+        "separate networks.",
+        "int",
+        "peers",
+    ),
+    _s(
         "synchronized_batchnorm",
         False,
         "BatchNorm statistics over the global batch, not each replica's (small "
@@ -177,8 +188,9 @@ SETTINGS = (
         "pairwise",
         "What each peer mimics: each other peer (pairwise, DML), their mean "
         "(ensemble, DML_e), one teacher from all peers (kdcl), the other peers' "
-        "weight averages (temporal_mean) or their stale copies (codistillation); "
-        "README lists the papers.",
+        "weight averages (temporal_mean), their stale copies (codistillation) "
+        "or the gated ensemble of branches of one network (one: needs "
+        "--branch_stages); README lists the papers.",
         "str",
         "dml",
         choices=mimicry_methods.NAMES,
@@ -481,6 +493,11 @@ def _mimicry_problems(config):
         )
     if config.mimicry in mimicry_methods.NAMES:
         method = mimicry_methods.class_of(config.mimicry)
+        if method.requires_trunk and config.branch_stages is None:
+            problems.append(
+                f"--mimicry={config.mimicry} trains the branches of one network: "
+                "give --branch_stages (1, as its paper)."
+            )
         if config.update == "sequential" and not method.supports_sequential:
             problems.append(
                 f"--mimicry={config.mimicry} takes --update=simultaneous only: its "
@@ -516,6 +533,19 @@ def validate(config):
             )
         elif not os.path.isfile(config.teacher):
             problems.append(f"--teacher={config.teacher} is not a file.")
+    if config.branch_stages is not None:
+        names = {models.canonical_name(p) for p in peers}
+        if len(names) != 1 or models.resnet_depth(names.pop()) is None:
+            problems.append(
+                "--branch_stages makes the peers branches of one CIFAR ResNet: "
+                "--peers must name one of resnet8, resnet20, resnet32, resnet56, "
+                f"resnet110, once per branch. Received: {','.join(peers)}"
+            )
+        if config.update == "sequential":
+            problems.append(
+                "--branch_stages trains with --update=simultaneous only: the "
+                "shared stages learn from every branch's loss at once."
+            )
     unknown = [p for p in peers if models.canonical_name(p) not in models.NAMES]
     if unknown:
         valid = ", ".join(models.NAMES)

@@ -355,21 +355,34 @@ def load_teacher(path, peer=0):
 
 def build_cohort(config, data, steps_per_epoch):
     """The compiled MutualLearningModel of a run (call inside `Devices.scope()`)."""
-    peers = [
-        models.build(
-            name,
-            data.num_classes,
-            data.image_shape,
+    trunk = None
+    if config.branch_stages is None:
+        peers = [
+            models.build(
+                name,
+                data.num_classes,
+                data.image_shape,
+                synchronized_batchnorm=config.synchronized_batchnorm,
+                weights=None if config.weights == "none" else config.weights,
+                dropout=config.dropout,
+            )
+            for name in config.peers
+        ]
+    else:
+        trunk, peers = models.resnet_cifar_branches(
+            len(config.peers),
+            depth=models.resnet_depth(models.canonical_name(config.peers[0])),
+            num_classes=data.num_classes,
+            branch_stages=config.branch_stages,
+            input_shape=data.image_shape,
             synchronized_batchnorm=config.synchronized_batchnorm,
-            weights=None if config.weights == "none" else config.weights,
-            dropout=config.dropout,
         )
-        for name in config.peers
-    ]
+        apply_weight_decay(trunk, config.weight_decay)
     for peer in peers:
         apply_weight_decay(peer, config.weight_decay)
     model = MutualLearningModel(
         peers,
+        trunk=trunk,
         teacher=load_teacher(config.teacher, config.teacher_peer),
         kl_weight=0.0 if config.independent else config.kl_weight,
         temperature=config.temperature,

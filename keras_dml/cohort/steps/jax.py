@@ -152,9 +152,9 @@ class JaxSteps(SingleProgramSteps):
         variables = [v for group in groups for v in group]
 
         def loss_fn():
-            labels, logits, objectives = self._cohort_objectives(x, y)
+            labels, logits, objectives, trained_share = self._cohort_objectives(x, y)
             if self.trunk is not None:
-                total = self._trunk_loss(objectives)
+                total = self._trunk_loss(objectives, trained_share)
             else:
                 total = sum(
                     opt.scale_loss(loss)

@@ -31,7 +31,7 @@ class TensorFlowSteps:
         if self.trunk is not None:
             return self._shared_trunk_step(x, y)
         with tf.GradientTape(persistent=True) as tape:
-            y, logits, objectives = self._cohort_objectives(x, y)
+            y, logits, objectives, _ = self._cohort_objectives(x, y)
             scaled = [
                 opt.scale_loss(loss)
                 for opt, (loss, _) in zip(self.peer_optimizers, objectives)
@@ -48,8 +48,8 @@ class TensorFlowSteps:
         # (stop-gradient targets), the trunk's the sum of all of them. One
         # backward pass; no loss scaling (a trunk cohort refuses float16).
         with tf.GradientTape() as tape:
-            y, logits, objectives = self._cohort_objectives(x, y)
-            total = self._trunk_loss(objectives)
+            y, logits, objectives, trained_share = self._cohort_objectives(x, y)
+            total = self._trunk_loss(objectives, trained_share)
         variables = [v for group in self._peer_trainable_variables() for v in group]
         self.optimizer.apply(tape.gradient(total, variables), variables)
         return y, logits, [logged for _, logged in objectives]

@@ -25,9 +25,9 @@ class TorchSteps(SingleProgramSteps):
         # trunk's is the sum of every peer's (no loss scaling: a trunk cohort
         # refuses float16).
         variables = [v for group in self._peer_trainable_variables() for v in group]
-        labels, logits, objectives = self._cohort_objectives(x, y)
+        labels, logits, objectives, trained_share = self._cohort_objectives(x, y)
         if self.trunk is not None:
-            total = self._trunk_loss(objectives)
+            total = self._trunk_loss(objectives, trained_share)
         else:
             total = sum(
                 opt.scale_loss(loss)
