@@ -5,7 +5,8 @@ pip install -e ".[demo]" && python scripts/compare_mimicry.py
 Trains two small CNN peers (cnn_small, cnn_wide) on 300 of scikit-learn's 8x8
 digits (no download) independently and with each online-distillation method
 of keras_dml.mimicry (DML, KDCL-MinLogit, -Naive, -Linear and -General,
-temporal mean teachers, codistillation), from the same initial weights and
+temporal mean teachers, codistillation; ONE when the peers are branches of
+one network, --branch_stages), from the same initial weights and
 batches, over 5 seeds, and tests every peer and the ensemble on 1,397 other
 images. 100 more are held out as the quickstart holds them (the validation
 split each epoch is evaluated on, and KDCL-General's weights are fitted on;
@@ -38,6 +39,12 @@ flags.DEFINE_string(
 flags.DEFINE_integer(
     "seeds", 5, "Repetitions with different initial weights and batches."
 )
+flags.DEFINE_list(
+    "variants",
+    None,
+    "The variants to run, by their table labels (e.g. DML,ONE; independent "
+    "training always runs). None: every one that can run.",
+)
 PER_RUN = ("model_dir", "seed", "independent", "compare_dir", "export")
 DEFAULTS = {"dataset": "digits", "verbose": 0}
 
@@ -57,7 +64,9 @@ def main(argv):
     base = comparison_base(
         FLAGS, defaults, PER_RUN + PER_VARIANT, "compare_mimicry.py", FLAGS.output_dir
     )
-    summary = run_mimicry_comparison(base, FLAGS.seeds, FLAGS.output_dir)
+    summary = run_mimicry_comparison(
+        base, FLAGS.seeds, FLAGS.output_dir, labels=FLAGS.variants
+    )
     print()
     print(summary["table"])
     print(
@@ -68,7 +77,7 @@ def main(argv):
 
 if __name__ == "__main__":
     settings.define_flags(FLAGS, DEFAULTS)
-    own = [FLAGS[name] for name in ("output_dir", "seeds")]
+    own = [FLAGS[name] for name in ("output_dir", "seeds", "variants")]
     # What --help shows: the script's own flags first, then the settings it
     # does not set per run.
     from keras_dml.training.mimicry_comparison import PER_VARIANT

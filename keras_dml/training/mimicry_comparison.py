@@ -33,30 +33,62 @@ VARIANTS = (
     ("KDCL-General", {"mimicry": "kdcl", "kdcl_variant": "general"}),
     ("temporal mean", {"mimicry": "temporal_mean", "teacher_decay": 0.9}),
     ("codistillation", {"mimicry": "codistillation", "refresh_steps": 10}),
+    # Branch cohorts only (--branch_stages): its gate reads the shared trunk.
+    ("ONE", {"mimicry": "one"}),
 )
+LABELS = tuple(label for label, _ in VARIANTS)
 # Set per variant: giving one of these to the script is an error.
 PER_VARIANT = ("mimicry", "kdcl_variant", "teacher_decay", "refresh_steps")
 
 
-def run_mimicry_comparison(base, seeds, output_dir, print_fn=print):
-    """Runs every variant for every seed into `output_dir/seed<s>/` (no
-    exports: the numbers are the point) and writes `table.md` (with the step
-    time column), `comparison.png` and `results.json` into `output_dir`.
+def chosen_variants(base, labels=None):
+    """`[(label, changes)]` of the variants to run: those named in `labels`
+    (None: all; independent training always comes first), less those that
+    cannot run on `base`: KDCL-General without a validation split, ONE
+    without a branch cohort (`--branch_stages`). Returns also the lines
+    saying what was left out and why."""
+    unknown = [label for label in labels or () if label not in LABELS]
+    if unknown:
+        raise ValueError(
+            f"--variants: unknown variant {unknown[0]!r}. Valid: {', '.join(LABELS)}"
+        )
+    notes = []
+    variants = []
+    for label, changes in VARIANTS:
+        if labels and label not in labels and label != "independent":
+            continue
+        if changes.get("kdcl_variant") == "general" and not base.validation_size:
+            notes.append(
+                "KDCL-General is left out: it fits its weights on images held "
+                "out of the training set (--validation_size)."
+            )
+            continue
+        if changes.get("mimicry") == "one" and base.branch_stages is None:
+            if labels:
+                notes.append(
+                    "ONE is left out: it trains branches of one network "
+                    "(--branch_stages)."
+                )
+            continue
+        variants.append((label, {**changes, "export": False}))
+    return variants, notes
+
+
+def run_mimicry_comparison(base, seeds, output_dir, print_fn=print, labels=None):
+    """Runs every variant (or those named in `labels`) for every seed into
+    `output_dir/seed<s>/` (no exports: the numbers are the point) and writes
+    `table.md` (with the step time column), `comparison.png` and
+    `results.json` into `output_dir`. With `base.branch_stages` the peers
+    are branches of one network, and "independent" is the branches trained
+    on the shared trunk without mimicry.
 
     Returns:
         What `output_dir/results.json` holds (see `compare.write_comparison`).
     """
     started = time.time()
-    variants = [
-        (label, {**changes, "export": False})
-        for label, changes in VARIANTS
-        if base.validation_size or changes.get("kdcl_variant") != "general"
-    ]
-    if len(variants) < len(VARIANTS):
-        print_fn(
-            "KDCL-General is left out: it fits its weights on images held out "
-            "of the training set (--validation_size)."
-        )
+    variants, notes = chosen_variants(base, labels)
+    for note in notes:
+        print_fn(note)
     results = compare.run_variants(base, variants, seeds, output_dir, print_fn)
     return compare.write_comparison(
         output_dir, results, title(base), step_times=True, started=started
