@@ -29,6 +29,7 @@ from tests.helpers import (  # noqa: E402
     NUM_CLASSES,
     NUM_FEATURES,
     data,
+    dense_branches,
     dense_peer,
 )
 
@@ -40,6 +41,8 @@ CASES = (
     ("sequential_unlabeled", "sequential", "pairwise", 3),
     ("kdcl_sequential", "sequential", "kdcl", 3),
     ("temporal_mean", "simultaneous", "temporal_mean", 3),
+    # A branch cohort: a shared trunk with BatchNorm, ONE's trained gate.
+    ("one_branches", "simultaneous", "one", 3),
 )
 
 
@@ -59,12 +62,17 @@ def auxiliary_peer(seed):
 
 
 def cohort(update, mimicry):
-    peers = [dense_peer(1, batchnorm=True), dense_peer(3), auxiliary_peer(5)]
+    trunk = None
+    if mimicry == "one":
+        trunk, peers = dense_branches(3, seed=1, batchnorm=True)
+    else:
+        peers = [dense_peer(1, batchnorm=True), dense_peer(3), auxiliary_peer(5)]
     method = keras_dml.mimicry.get(
         mimicry, **({"decay": 0.5} if mimicry == "temporal_mean" else {})
     )
     model = keras_dml.MutualLearningModel(
         peers,
+        trunk=trunk,
         kl_weight=0.7,
         temperature=2.0,
         label_smoothing=0.1,
@@ -76,6 +84,7 @@ def cohort(update, mimicry):
             keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
             keras.optimizers.Adam(1e-2),
             keras.optimizers.SGD(0.2),
+            *([keras.optimizers.SGD(0.1, momentum=0.9)] if trunk else []),
         ]
     )
     return model

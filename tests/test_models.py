@@ -256,3 +256,18 @@ def test_plain_keras_refuses_a_subclassed_peer():
 
     with pytest.raises(ValueError, match="rebuilds a functional model"):
         models.plain_keras(Subclassed())
+
+
+def test_reid_branches_rank_with_their_own_embeddings():
+    trunk, branches = models.reid_branches(
+        2, num_classes=5, input_shape=(64, 32, 3), embedding_size=16, dropout=0.1
+    )
+    model = keras_dml.MutualLearningModel(branches, trunk=trunk)
+    model.compile("sgd")
+    x = np.random.default_rng(0).normal(size=(4, 64, 32, 3)).astype("float32")
+    model.train_on_batch(x, np.arange(4) % 5)
+    outputs = [peer(x) for peer in model.peers]
+    assert all(out["embedding"].shape == (4, 16) for out in outputs)
+    # Each branch's embedding is its own, on the one backbone's features.
+    assert not np.allclose(outputs[0]["embedding"], outputs[1]["embedding"])
+    assert model.peers[0].layers[1] is model.peers[1].layers[1] is trunk
