@@ -43,6 +43,8 @@ CASES = (
     ("temporal_mean", "simultaneous", "temporal_mean", 3),
     # A branch cohort: a shared trunk with BatchNorm, ONE's trained gate.
     ("one_branches", "simultaneous", "one", 3),
+    # OKDDip: attention over the branches' own features, targets trained.
+    ("okddip_branches", "simultaneous", "okddip", 3),
 )
 
 
@@ -65,6 +67,8 @@ def cohort(update, mimicry):
     trunk = None
     if mimicry == "one":
         trunk, peers = dense_branches(3, seed=1, batchnorm=True)
+    elif mimicry == "okddip":
+        trunk, peers = dense_branches(3, seed=1, batchnorm=True, hidden=4)
     else:
         peers = [dense_peer(1, batchnorm=True), dense_peer(3), auxiliary_peer(5)]
     method = keras_dml.mimicry.get(

@@ -24,9 +24,10 @@ def dense_peer(seed, *, batchnorm=False, hidden=8, num_classes=NUM_CLASSES, name
     return keras.Model(inputs, outputs, name=name or f"peer_{seed}")
 
 
-def dense_branches(num_branches=3, seed=0, *, batchnorm=False, width=5):
+def dense_branches(num_branches=3, seed=0, *, batchnorm=False, width=5, hidden=0):
     """A branch cohort of small MLPs: `(trunk, branches)`, the trunk a tanh
-    layer (and BatchNorm) shared by dense classifier branches."""
+    layer (and BatchNorm) shared by dense classifier branches (each with a
+    tanh layer of `hidden` units of its own first, when > 0)."""
     init = keras.initializers.GlorotUniform
     inputs = keras.Input((NUM_FEATURES,))
     x = keras.layers.Dense(width, activation="tanh", kernel_initializer=init(seed))(
@@ -38,9 +39,14 @@ def dense_branches(num_branches=3, seed=0, *, batchnorm=False, width=5):
     branches = []
     for i in range(num_branches):
         features = keras.Input((width,))
+        h = features
+        if hidden:
+            h = keras.layers.Dense(
+                hidden, activation="tanh", kernel_initializer=init(seed + 50 + i)
+            )(h)
         logits = keras.layers.Dense(
             NUM_CLASSES, kernel_initializer=init(seed + 1 + i), bias_initializer="zeros"
-        )(features)
+        )(h)
         branches.append(keras.Model(features, logits, name=f"branch{i}"))
     return trunk, branches
 

@@ -276,3 +276,118 @@ def test_one_is_refused_without_a_trunk_and_saved_with_its_gate(tmp_path):
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     loaded.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert_weights_close(loaded.get_weights(), model.get_weights())
+
+
+def _okddip_reference(x, y, weights, kl_weight, temperature):
+    """OKDDip's objective in float64 with nothing detached, as the authors'
+    `train_GL.py`: every branch's CE and T^2 * KL from its target (the
+    attention-weighted auxiliary logits; the leader's, their mean);
+    weights [trunk kernel, trunk bias, query, key, (hidden kernel, hidden
+    bias, kernel, bias) per branch]. Returns `(total, [KL per branch])`."""
+    trunk_kernel, trunk_bias, query, key, *heads = weights
+    h = np.tanh(x @ trunk_kernel + trunk_bias)
+    features, logits = [], []
+    for k in range(len(heads) // 4):
+        hidden = np.tanh(h @ heads[4 * k] + heads[4 * k + 1])
+        features.append(hidden)
+        logits.append(hidden @ heads[4 * k + 2] + heads[4 * k + 3])
+    auxiliary = np.stack(logits[:-1], axis=1)  # [batch, A, classes]
+    stacked = np.stack(features[:-1], axis=1)  # [batch, A, C]
+    energy = (stacked @ query) @ np.transpose(stacked @ key, (0, 2, 1))
+    attention = _softmax(energy)
+    targets = list(np.transpose(attention @ auxiliary, (1, 0, 2)))
+    targets.append(auxiliary.mean(axis=1))
+    rows = np.arange(len(y))
+    total, kls = 0.0, []
+    for z, t in zip(logits, targets):
+        log_p = np.log(_softmax(z / temperature))
+        q = _softmax(t / temperature)
+        kl = np.mean(np.sum(q * (np.log(q) - log_p), -1))
+        kls.append(kl)
+        ce = -np.mean(np.log(_softmax(z))[rows, y])
+        total += ce + kl_weight * temperature**2 * kl
+    return total, kls
+
+
+def _okddip_cohort(num_branches=3, **kwargs):
+    trunk, branches = dense_branches(num_branches, seed=5, hidden=4)
+    mimicry = keras_dml.mimicry.OKDDip(projection_dim=2)
+    return keras_dml.MutualLearningModel(
+        branches, trunk=trunk, mimicry=mimicry, **kwargs
+    )
+
+
+def test_okddip_trains_every_weight_on_its_authors_undetached_objective():
+    x, y = data(16, seed=13)
+    model = _okddip_cohort(4, kl_weight=0.8, temperature=2.0)
+    model.compile(keras.optimizers.SGD(0.5))
+    okddip = model.mimicry
+    variables = [
+        *model.trunk.trainable_variables,
+        okddip.query.kernel,
+        okddip.key.kernel,
+        *[v for b in model.branches for v in b.trainable_variables],
+    ]
+    weights = [np.float64(v.numpy()) for v in variables]
+    x64 = np.float64(x)
+
+    def total(w):
+        return _okddip_reference(x64, y, w, 0.8, 2.0)[0]
+
+    expected = [
+        w - 0.5 * _numeric_gradient(total, weights, i) for i, w in enumerate(weights)
+    ]
+    # The query and key learn only through the targets: a step that
+    # detached them would leave them where they are.
+    assert not np.allclose(expected[2], weights[2])
+    _, kls = _okddip_reference(x64, y, weights, 0.8, 2.0)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert_weights_close([v.numpy() for v in variables], expected, rtol=1e-4, atol=1e-5)
+    for k in range(4):
+        np.testing.assert_allclose(logs[f"peer{k}_kl"], kls[k], rtol=1e-4)
+
+
+def test_okddip_attention_rows_are_distributions_over_the_auxiliary_peers():
+    x, _ = data(8, seed=14)
+    model = _okddip_cohort(4)
+    features = model.trunk(x)
+    branch_features = [reader(features)[1] for reader in model._branch_readers]
+    weights = keras.ops.convert_to_numpy(model.mimicry.attention(branch_features))
+    assert weights.shape == (8, 3, 3)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+
+
+class _SubclassedBranch(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(NUM_CLASSES)
+
+    def call(self, features):
+        return self.dense(features)
+
+
+def test_okddip_is_refused_where_it_has_no_meaning_and_saved_with_its_attention(
+    tmp_path,
+):
+    with pytest.raises(ValueError, match="at least 3 branches"):
+        _okddip_cohort(2)
+    trunk, branches = dense_branches(3)
+    with pytest.raises(ValueError, match="branch 1 .* last layer returns its logits"):
+        subclassed = _SubclassedBranch()
+        keras_dml.MutualLearningModel(
+            [branches[0], subclassed, branches[2]], trunk=trunk, mimicry="okddip"
+        )
+    x, y = data(32, seed=15)
+    model = _okddip_cohort(3)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "okddip.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.mimicry.projection_dim == 2
+    assert_weights_close(
+        loaded.mimicry.query.get_weights(), model.mimicry.query.get_weights(), 0, 0
+    )
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert_weights_close(loaded.get_weights(), model.get_weights())

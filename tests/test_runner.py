@@ -132,6 +132,13 @@ def test_mimicry_arguments_are_checked_against_the_method():
     )
     assert "--teacher_decay must be a number in [0, 1). Received: 1.0" in message
     assert "--mimicry=temporal_mean takes --update=simultaneous only" in message
+    with pytest.raises(ValueError) as error:
+        settings.resolve(
+            {"model_dir": "x", "mimicry": "okddip", "peers": ("resnet8", "resnet8")}
+        )
+    message = str(error.value)
+    assert "--mimicry=okddip needs at least 3 peers" in message
+    assert "--mimicry=okddip trains the branches of one network" in message
     config = settings.resolve(
         {"model_dir": "x", "mimicry": "codistillation", "refresh_steps": 7}
     )

@@ -22,6 +22,8 @@ Built in (`get(name)`; `NAMES`):
   others (Anil et al., ICLR 2018).
 - "one" `ONE`: the branches of a shared trunk mimic their gated ensemble,
   itself trained with cross-entropy (Lan et al., NeurIPS 2018).
+- "okddip" `OKDDip`: auxiliary branches mimic attention-weighted ensembles of
+  each other, a group leader branch their mean (Chen et al., AAAI 2020).
 
 A method of your own subclasses `Mimicry` and overrides `targets`:
 
@@ -94,6 +96,16 @@ class Mimicry(keras.layers.Layer):
         requires_trunk: the method works on a branch cohort only
             (`MutualLearningModel(branches, trunk=...)`), e.g. because its
             teacher reads the trunk's features.
+        min_peers: the fewest peers the method works with.
+        reads_branch_features: `setup_trunk` and `trained_teachers` get each
+            branch's features (the input of its classifier layer) instead of
+            the trunk's.
+        trained_teachers_loss: how the teachers of `trained_teachers` learn:
+            "cross_entropy" (each one a classifier of the labels, as ONE's
+            ensemble) or "mimicry" (trained teacher k is peer k's target and
+            learns from the same KL, kl_weight * T^2 * KL(q_k || sg(p_k)):
+            with the peers' own term, the KL's gradient reaches both of its
+            ends, as OKDDip's authors' code does).
         flags: the arguments the scripts expose as flags (`Flag`): declared
             here, with `check_arguments` as their check, they need no other
             edit to appear in every script's `--help`, be checked and saved.
@@ -102,6 +114,9 @@ class Mimicry(keras.layers.Layer):
     supports_sequential = True
     uses_peer_copies = False
     requires_trunk = False
+    min_peers = 2
+    reads_branch_features = False
+    trained_teachers_loss = "cross_entropy"
     flags = ()
 
     @classmethod
@@ -135,21 +150,23 @@ class Mimicry(keras.layers.Layer):
 
     def setup_trunk(self, features_shape, num_peers):
         """Creates the method's trainable layers for a branch cohort whose
-        trunk gives features of `features_shape` (without the batch); the
+        trunk gives features of `features_shape` (without the batch; with
+        `reads_branch_features`, the shape of a branch's features); the
         cohort calls it once, before `compile`. Their variables are
         trained with the trunk, by its optimizer."""
         del features_shape, num_peers
 
     def trained_teachers(self, features, logits, training=True):
         """Teachers the method trains with the cohort (ONE's gated
-        ensemble): their logits, with gradients, from the trunk's `features`
-        and the peers' `logits` (with gradients). Each is trained with
-        cross-entropy on the labels, and its gradient reaches the peers, the
-        trunk and the method's own layers (the trunk's optimizer updates
-        those). `targets` receives them under stop-gradient after the K
-        teachers of `teacher_logits`, and gives each an empty target list.
-        Only a branch cohort calls it (`features` are the trunk's). The
-        default: none."""
+        ensemble, OKDDip's attention-weighted ones): their logits, with
+        gradients, from the trunk's `features` (with
+        `reads_branch_features`, the list of every branch's) and the peers'
+        `logits` (with gradients). Each learns as `trained_teachers_loss`
+        says, and its gradient reaches the peers, the trunk and the method's
+        own layers (the trunk's optimizer updates those). `targets` receives
+        them under stop-gradient after the K teachers of `teacher_logits`,
+        and gives each an empty target list. Only a branch cohort calls it.
+        The default: none."""
         del features, logits, training
         return []
 
@@ -879,6 +896,130 @@ class ONE(Mimicry):
         return targets + [[] for _ in teacher_logits[num_peers:]]
 
 
+@keras.saving.register_keras_serializable(package="keras_dml")
+class OKDDip(Mimicry):
+    """OKDDip, Online Knowledge Distillation with Diverse Peers: two-level
+    distillation among the K >= 3 branches of a shared trunk. Branches
+    0..K-2 are auxiliary peers, each with its own attention-weighted
+    ensemble of the auxiliary peers as target; branch K-1 is the group
+    leader, the model used for inference, which mimics their plain mean.
+
+        q_a = W_q h_a,  k_b = W_k h_b      (W_q, W_k shared, no bias)
+        alpha_ab = softmax_b(q_a . k_b)    (over the auxiliary peers, a too)
+        t_a = sum_b alpha_ab z_b           (auxiliary peer a's target logits)
+        t_L = mean_b z_b                   (the leader's)
+        L = sum_k [CE(y, z_k) + kl_weight * T^2 * KL(softmax(t_k / T) || p_k)]
+
+    h_b is branch b's feature vector (the input of its classifier layer,
+    globally average-pooled when it is a feature map), z_b its logits and
+    p_k = softmax(z_k / T). As in the authors' code (`train_GL.py`) the
+    targets are not detached: the KL's gradient also trains W_q and W_k
+    (which have no other loss) and reaches the branches through t_k. The
+    cohort computes it as two terms, the peer's KL to its target under
+    stop-gradient (logged as `peer{k}_kl`) and the same KL with the peer's
+    side under stop-gradient (`trained_teachers_loss = "mimicry"`); their
+    sum's gradient is that of the authors' loss. The attention's softmax
+    runs over every auxiliary peer, a included, as in the authors' code.
+    The paper uses T = 3, four branches of a ResNet's last stage
+    (`keras_dml.models.resnet_cifar_branches(4)`) and the sigmoid ramp-up
+    of the distillation weight over 80 epochs (`kl_ramp_up_steps`).
+
+    Args:
+        projection_dim: the size of the queries and keys (None: the
+            features' size // 8, the authors' factor, at least 1).
+
+    For a branch cohort of at least 3 branches whose branches are
+    functional models ending in their classifier layer, simultaneous order
+    only.
+
+    Reference:
+        Chen, Mei, Wang, Feng, Chen. "Online Knowledge Distillation with
+        Diverse Peers". AAAI 2020. https://arxiv.org/abs/1912.00350
+    """
+
+    supports_sequential = False
+    requires_trunk = True
+    min_peers = 3
+    reads_branch_features = True
+    trained_teachers_loss = "mimicry"
+
+    def __init__(self, projection_dim=None, **kwargs):
+        self.check_arguments(projection_dim=projection_dim)
+        super().__init__(**kwargs)
+        self.trainable = True  # Its projections are trained (the base is frozen).
+        self.projection_dim = projection_dim
+        self.query = None
+        self.key = None
+
+    @classmethod
+    def check_arguments(cls, projection_dim=None, **others):
+        super().check_arguments(**others)
+        if projection_dim is not None:
+            check_number("`projection_dim`", projection_dim, 1, integer=True)
+
+    def setup_trunk(self, features_shape, num_peers):
+        if num_peers < self.min_peers:
+            raise ValueError(
+                "OKDDip needs at least 3 branches: 2 or more auxiliary peers "
+                f"and the group leader (the last). Received: {num_peers} branches."
+            )
+        if self.query is not None:
+            if self._num_peers != num_peers:
+                raise ValueError(
+                    "This OKDDip already weighs another cohort's branches; "
+                    "give each MutualLearningModel its own."
+                )
+            return
+        channels = features_shape[-1]
+        size = self.projection_dim or max(1, channels // 8)
+        self._num_peers = num_peers
+        self.query = keras.layers.Dense(size, use_bias=False, name="query")
+        self.key = keras.layers.Dense(size, use_bias=False, name="key")
+        self.query.build((None, channels))
+        self.key.build((None, channels))
+
+    def attention(self, features):
+        """[batch, A, A] weights alpha_ab of the A = K - 1 auxiliary peers
+        (rows sum to 1), from every branch's `features` (the leader's are
+        not read)."""
+        if self.query is None:
+            raise ValueError(
+                "OKDDip has no attention yet: it is built by a branch cohort, "
+                "MutualLearningModel(branches, trunk=trunk, mimicry='okddip')."
+            )
+        pooled = []
+        for h in features[:-1]:
+            h = ops.cast(h, "float32")
+            if len(h.shape) > 2:
+                h = ops.mean(h, axis=tuple(range(1, len(h.shape) - 1)))
+            pooled.append(h)
+        stacked = ops.stack(pooled, axis=1)  # [batch, A, C]
+        queries = ops.cast(self.query(stacked), "float32")
+        keys = ops.cast(self.key(stacked), "float32")
+        energy = ops.matmul(queries, ops.transpose(keys, (0, 2, 1)))
+        return ops.softmax(energy, axis=-1)
+
+    def trained_teachers(self, features, logits, training=True):
+        del training  # The attention has no layer that differs in inference.
+        auxiliary = ops.stack([ops.cast(z, "float32") for z in logits[:-1]], axis=1)
+        weighted = ops.matmul(self.attention(features), auxiliary)  # [batch, A, N]
+        num_auxiliary = len(logits) - 1
+        return [weighted[:, a] for a in range(num_auxiliary)] + [
+            ops.mean(auxiliary, axis=1)
+        ]
+
+    def targets(self, labels, teacher_logits, temperature):
+        # teacher_logits: the K branches', then the K trained targets (and a
+        # static teacher's, if any, which OKDDip does not use).
+        num_peers = self._num_peers
+        trained = teacher_logits[num_peers : 2 * num_peers]
+        targets = [[(ops.log_softmax(t / temperature, axis=-1), 1.0)] for t in trained]
+        return targets + [[] for _ in teacher_logits[num_peers:]]
+
+    def get_config(self):
+        return {**super().get_config(), "projection_dim": self.projection_dim}
+
+
 _BUILT_IN = {
     "pairwise": Pairwise,
     "ensemble": Ensemble,
@@ -886,6 +1027,7 @@ _BUILT_IN = {
     "temporal_mean": TemporalMean,
     "codistillation": Codistillation,
     "one": ONE,
+    "okddip": OKDDip,
 }
 NAMES = tuple(_BUILT_IN)
 

@@ -249,6 +249,52 @@ def _branch_peers(trunk, branches):
     return peers
 
 
+class _Untracked:
+    """Holds objects out of Keras's tracking (a sequence of them)."""
+
+    def __init__(self, items):
+        self._items = tuple(items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __getitem__(self, index):
+        return self._items[index]
+
+
+def _branch_feature_readers(branches, mimicry):
+    """Each branch as a model returning `[logits, features]`, the features
+    being the input of the layer that gives its logits (sharing the
+    branch's layers): for a method that reads the branches' features."""
+    name = mimicry_methods.name_of(mimicry)
+    readers = []
+    for i, branch in enumerate(branches):
+        try:
+            outputs = branch.outputs
+        except (AttributeError, ValueError):
+            outputs = None
+        last = branch.layers[-1] if outputs and branch.layers else None
+        if (
+            not outputs
+            or len(outputs) != 1
+            or last is None
+            or last.output is not outputs[0]
+            or isinstance(last.input, (list, tuple, dict))
+        ):
+            raise ValueError(
+                f"mimicry={name!r} reads each branch's features, the input of "
+                f"its classifier: branch {i} ({branch.name!r}) must be a "
+                "functional or Sequential model whose last layer returns its "
+                "logits from one input."
+            )
+        readers.append(
+            keras.Model(
+                branch.inputs, [outputs[0], last.input], name=f"{branch.name}_reader"
+            )
+        )
+    return readers
+
+
 def _check_sizes(sizes):
     """`sizes`: peer name -> number of classes (None: unknown yet)."""
     if len({size for size in sizes.values() if size is not None}) > 1:
@@ -444,8 +490,16 @@ class MutualLearningModel(CohortSteps, keras.Model):
         self.update = update
         self.label_smoothing = float(label_smoothing)
         self.aux_loss_weight = float(aux_loss_weight)
+        self._branch_readers = None
         if trunk is not None:
-            self.mimicry.setup_trunk(tuple(trunk.outputs[0].shape[1:]), len(peers))
+            features_shape = tuple(trunk.outputs[0].shape[1:])
+            if mimicry.reads_branch_features:
+                readers = _branch_feature_readers(branches, mimicry)
+                # Not tracked: the readers hold the branches' own layers,
+                # which the cohort saves as the branches.
+                self._branch_readers = _Untracked(readers)
+                features_shape = tuple(readers[0].outputs[1].shape[1:])
+            self.mimicry.setup_trunk(features_shape, len(peers))
         if teacher is not None:
             teacher.trainable = False  # Its weights leave every gradient.
         self.teacher = teacher
@@ -500,15 +554,23 @@ class MutualLearningModel(CohortSteps, keras.Model):
         return self._forward_with_features(inputs, training)[0]
 
     def _forward_with_features(self, inputs, training):
-        """`([(logits, aux_logits) of every peer], the trunk's features)`:
-        with a trunk, the trunk runs once and every branch on its output;
-        without, the features are None."""
+        """`([(logits, aux_logits) of every peer], the features the mimicry
+        method reads)`: with a trunk, the trunk runs once and every branch on
+        its output, and the features are the trunk's (with a method that
+        reads the branches', the list of every branch's); without, None."""
         features = None
         if self.trunk is None:
             outputs = [
                 split_peer_output(peer(inputs, training=training), peer.name)
                 for peer in self.peers
             ]
+        elif self._branch_readers is not None:
+            shared = self.trunk(inputs, training=training)
+            read = [
+                reader(shared, training=training) for reader in self._branch_readers
+            ]
+            outputs = [(z, []) for z, _ in read]
+            features = [h for _, h in read]
         else:
             features = self.trunk(inputs, training=training)
             outputs = [
@@ -977,11 +1039,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
             )
         ce = ops.divide_no_nan(ce_sum, global_labeled)
         kl = ops.divide_no_nan(terms.kl * num_examples, global_examples)
-        ramp = self._step_kl_factor
-        if ramp is None:  # Evaluation: the factor at the current step count.
-            ramp = self._kl_factor()
-        kl_weight = self.kl_weight if isinstance(ramp, float) else self.kl_weight * ramp
-        share = dml_losses.combine_terms(ce, kl, kl_weight, self.temperature)
+        share = dml_losses.combine_terms(
+            ce, kl, self._ramped_kl_weight(), self.temperature
+        )
         own = self._updated_models()[k]  # With a trunk, its branch.
         if regularization is None and own.losses:
             regularization = sum(own.losses)
@@ -1030,6 +1090,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
             _STEP_WEIGHTS.__dict__.pop(id(self), None)
         return self._record(y, logits, logged)
 
+    def _ramped_kl_weight(self):
+        """kl_weight times the ramp's factor at this step."""
+        ramp = self._step_kl_factor
+        if ramp is None:  # Evaluation: the factor at the current step count.
+            ramp = self._kl_factor()
+        return self.kl_weight if isinstance(ramp, float) else self.kl_weight * ramp
+
     def _kl_factor(self):
         """The mimicry weight's ramp factor now (`keras_dml.cohort.kl_ramp`)."""
         return kl_ramp.factor(
@@ -1058,11 +1125,17 @@ class MutualLearningModel(CohortSteps, keras.Model):
             self._peer_objective(k, t, outputs[k][1], y, counts)
             for k, t in enumerate(self._terms(y, logits, teachers))
         ]
-        return y, logits, objectives, self._trained_teachers_share(trained, y, counts)
+        share = self._trained_teachers_share(trained, y, logits, counts)
+        return y, logits, objectives, share
 
-    def _trained_teachers_share(self, trained, labels, counts):
-        """The cross-entropy of the method's trained teachers, this
-        replica's share (as the peers' CE, over the global labeled count)."""
+    def _trained_teachers_share(self, trained, labels, logits, counts):
+        """The loss of the method's trained teachers, this replica's share:
+        their cross-entropy (as the peers' CE, over the global labeled
+        count), or with `trained_teachers_loss="mimicry"` the KL of trained
+        teacher k to peer k under stop-gradient (as the peers' KL, over the
+        global batch size, ramped and weighted as theirs)."""
+        if self.mimicry.trained_teachers_loss == "mimicry":
+            return self._teachers_mimicry_share(trained, labels, logits, counts)
         share = 0.0
         for z in trained:
             ce_sum, _ = dml_losses.sparse_cross_entropy_sum(
@@ -1070,6 +1143,20 @@ class MutualLearningModel(CohortSteps, keras.Model):
             )
             share = share + ops.divide_no_nan(ce_sum, counts[2])
         return share
+
+    def _teachers_mimicry_share(self, trained, labels, logits, counts):
+        weights = self._example_weights(labels)
+        temperature = self.temperature
+        kl_sum = 0.0
+        for teacher, z in zip(trained, logits):
+            target = ops.log_softmax(teacher / temperature, axis=-1)
+            own = ops.log_softmax(ops.cast(z, "float32") / temperature, axis=-1)
+            per_example = dml_losses.kl_divergence(target, ops.stop_gradient(own))
+            if weights is not None:
+                per_example = per_example * weights
+            kl_sum = kl_sum + ops.sum(per_example)
+        kl = ops.divide_no_nan(kl_sum, counts[3])
+        return dml_losses.combine_terms(0.0, kl, self._ramped_kl_weight(), temperature)
 
     def _test_on(self, x, y, sample_weight=None):
         """One evaluation step on a batch, as every backend runs it."""

@@ -189,8 +189,9 @@ SETTINGS = (
         "What each peer mimics: each other peer (pairwise, DML), their mean "
         "(ensemble, DML_e), one teacher from all peers (kdcl), the other peers' "
         "weight averages (temporal_mean), their stale copies (codistillation) "
-        "or the gated ensemble of branches of one network (one: needs "
-        "--branch_stages); README lists the papers.",
+        "or, for branches of one network (--branch_stages), their gated "
+        "ensemble (one) or attention-weighted ensembles and a group leader "
+        "(okddip: 3 branches or more); README lists the papers.",
         "str",
         "dml",
         choices=mimicry_methods.NAMES,
@@ -493,15 +494,24 @@ def _mimicry_problems(config):
         )
     if config.mimicry in mimicry_methods.NAMES:
         method = mimicry_methods.class_of(config.mimicry)
+        if len(config.peers or ()) < method.min_peers:
+            problems.append(
+                f"--mimicry={config.mimicry} needs at least {method.min_peers} "
+                f"peers. Received: --peers={','.join(config.peers or ())}"
+            )
         if method.requires_trunk and config.branch_stages is None:
             problems.append(
                 f"--mimicry={config.mimicry} trains the branches of one network: "
                 "give --branch_stages (1, as its paper)."
             )
         if config.update == "sequential" and not method.supports_sequential:
+            why = (
+                "its teachers are copies that no peer's update changes within a step"
+                if method.uses_peer_copies
+                else "it trains branches of one network, which learn at once"
+            )
             problems.append(
-                f"--mimicry={config.mimicry} takes --update=simultaneous only: its "
-                "teachers are copies that no peer's update changes within a step."
+                f"--mimicry={config.mimicry} takes --update=simultaneous only: {why}."
             )
     return problems
 

@@ -33,8 +33,10 @@ VARIANTS = (
     ("KDCL-General", {"mimicry": "kdcl", "kdcl_variant": "general"}),
     ("temporal mean", {"mimicry": "temporal_mean", "teacher_decay": 0.9}),
     ("codistillation", {"mimicry": "codistillation", "refresh_steps": 10}),
-    # Branch cohorts only (--branch_stages): its gate reads the shared trunk.
+    # Branch cohorts only (--branch_stages): ONE's gate reads the shared
+    # trunk, OKDDip's attention the branches' features (3 branches or more).
     ("ONE", {"mimicry": "one"}),
+    ("OKDDip", {"mimicry": "okddip"}),
 )
 LABELS = tuple(label for label, _ in VARIANTS)
 # Set per variant: giving one of these to the script is an error.
@@ -44,8 +46,9 @@ PER_VARIANT = ("mimicry", "kdcl_variant", "teacher_decay", "refresh_steps")
 def chosen_variants(base, labels=None):
     """`[(label, changes)]` of the variants to run: those named in `labels`
     (None: all; independent training always comes first), less those that
-    cannot run on `base`: KDCL-General without a validation split, ONE
-    without a branch cohort (`--branch_stages`). Returns also the lines
+    cannot run on `base`: KDCL-General without a validation split, ONE and
+    OKDDip without a branch cohort (`--branch_stages`), OKDDip with fewer
+    than 3 branches. Returns also the lines
     saying what was left out and why."""
     unknown = [label for label in labels or () if label not in LABELS]
     if unknown:
@@ -63,12 +66,19 @@ def chosen_variants(base, labels=None):
                 "out of the training set (--validation_size)."
             )
             continue
-        if changes.get("mimicry") == "one" and base.branch_stages is None:
+        method = changes.get("mimicry")
+        if method in ("one", "okddip") and base.branch_stages is None:
             if labels:
                 notes.append(
-                    "ONE is left out: it trains branches of one network "
+                    f"{label} is left out: it trains branches of one network "
                     "(--branch_stages)."
                 )
+            continue
+        if method == "okddip" and len(base.peers) < 3:
+            notes.append(
+                "OKDDip is left out: it needs 3 branches or more (auxiliary "
+                "peers and a group leader)."
+            )
             continue
         variants.append((label, {**changes, "export": False}))
     return variants, notes
