@@ -675,3 +675,59 @@ def test_as_functional_shares_the_peers_and_gives_their_logits():
             keras.ops.convert_to_numpy(logits),
             rtol=1e-6,
         )
+
+
+def _twin_cohort(peer_distortion, **kwargs):
+    """Two peers with the same initial weights: they differ only by what
+    they see."""
+    peers = [dense_peer(1, name="twin_a"), dense_peer(1, name="twin_b")]
+    return keras_dml.MutualLearningModel(
+        peers, peer_distortion=peer_distortion, **kwargs
+    )
+
+
+def test_peer_distortion_gives_each_peer_its_own_view_in_training_only():
+    x, y = data(16, seed=21)
+    noise = keras.layers.GaussianNoise(0.5, seed=3)
+    model = _twin_cohort(noise)
+    model.compile(keras.optimizers.SGD(0.0))
+    logs = model.train_on_batch(x, y, return_dict=True)
+    # Twins on one view agree exactly (KL 0); on their own views they differ.
+    assert logs["peer0_kl"] > 1e-4 and logs["peer1_kl"] > 1e-4
+    assert logs["peer0_ce"] != logs["peer1_ce"]
+    evaluated = model.evaluate(x, y, return_dict=True, verbose=0)
+    assert evaluated["peer0_kl"] == pytest.approx(0.0, abs=1e-7)
+    assert evaluated["peer0_ce"] == pytest.approx(evaluated["peer1_ce"], rel=1e-6)
+    plain = _twin_cohort(None)
+    plain.compile(keras.optimizers.SGD(0.0))
+    assert plain.train_on_batch(x, y, return_dict=True)["peer0_kl"] == pytest.approx(
+        0.0, abs=1e-7
+    )
+
+
+def test_peer_distortion_is_saved_with_its_random_state_and_resumes_exactly(tmp_path):
+    x, y = data(32, seed=22)
+    model = _twin_cohort(keras.layers.GaussianNoise(0.3, seed=4), mimicry="kdcl")
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "distorted.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.peer_distortion, keras.layers.GaussianNoise)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert_weights_close(loaded.get_weights(), model.get_weights())
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"peer_distortion": "flip"}, "must be a Keras layer"),
+        ({"update": "sequential"}, "update='sequential' recomputes"),
+        ({"mimicry": "temporal_mean"}, "runs copies of the peers"),
+    ],
+)
+def test_peer_distortion_is_refused_where_a_view_is_not_defined(kwargs, message):
+    kwargs = {"peer_distortion": keras.layers.GaussianNoise(0.1), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        _twin_cohort(**kwargs)

@@ -295,6 +295,43 @@ def _branch_feature_readers(branches, mimicry):
     return readers
 
 
+def _is_seed_state(variable):
+    return variable.path.endswith("seed_generator_state")
+
+
+def _validate_peer_distortion(distortion, trunk, update, mimicry):
+    """`peer_distortion` works where each peer's forward pass is its own
+    and runs once per step."""
+    if distortion is None:
+        return
+    if not isinstance(distortion, keras.layers.Layer):
+        raise ValueError(
+            "`peer_distortion` must be a Keras layer (e.g. a keras.Sequential "
+            "of random preprocessing layers) that each peer's training batch "
+            f"goes through. Received: peer_distortion={distortion!r}"
+        )
+    reasons = []
+    if trunk is not None:
+        reasons.append("a shared `trunk` runs once, on one view of the batch")
+    if update != "simultaneous":
+        reasons.append(
+            "update='sequential' recomputes each updated peer's predictions, "
+            "which would need its view again"
+        )
+    if mimicry.uses_peer_copies:
+        reasons.append(
+            f"mimicry={mimicry_methods.name_of(mimicry)!r} runs copies of the "
+            "peers, whose view is not defined"
+        )
+    if reasons:
+        raise ValueError(
+            "`peer_distortion` gives each peer its own view of the batch in "
+            "the simultaneous step; it is not supported here: "
+            + "; ".join(reasons)
+            + "."
+        )
+
+
 def _check_sizes(sizes):
     """`sizes`: peer name -> number of classes (None: unknown yet)."""
     if len({size for size in sizes.values() if size is not None}) > 1:
@@ -340,7 +377,8 @@ class MutualLearningModel(CohortSteps, keras.Model):
         mimicry: what each peer mimics: a name ("pairwise", the paper's DML:
             mean of the pairwise KLs; "ensemble", the paper's DML_e: KL to
             the other peers' mean; "kdcl"; "temporal_mean";
-            "codistillation") or a `keras_dml.mimicry.Mimicry`, built in or
+            "codistillation"; for branch cohorts "one" and "okddip") or a
+            `keras_dml.mimicry.Mimicry`, built in or
             your own (see `keras_dml.mimicry`). `model.mimicry` is the
             object.
         update: "simultaneous" (one forward pass of every peer, all peers
@@ -383,6 +421,17 @@ class MutualLearningModel(CohortSteps, keras.Model):
             `model.branches` are the heads. Simultaneous order only, and no
             float16 (one loss scale per peer would scale the trunk's summed
             gradient unevenly; bfloat16 works).
+        peer_distortion: a Keras layer (random preprocessing, e.g.
+            `keras.Sequential([keras.layers.RandomFlip("horizontal"),
+            keras.layers.RandomTranslation(0.1, 0.1)])`) that every peer's
+            training batch goes through, drawn anew for each peer: each
+            peer sees its own distortion of the images, as in KDCL (Guo et
+            al., CVPR 2020), whose ensemble teacher combines the peers'
+            predictions on their different views. Evaluation and the
+            teachers of a static `teacher` see the batch as it is. Its
+            random state is saved with the cohort (exact resume).
+            Simultaneous order, separate peers and methods without copies
+            only.
 
     Labels are integer class ids; a label < 0 marks an unlabeled example, which
     contributes only the KL term (semi-supervised DML).
@@ -420,6 +469,7 @@ class MutualLearningModel(CohortSteps, keras.Model):
         kl_ramp_shape="sigmoid",
         kl_reduction="mean",
         trunk=None,
+        peer_distortion=None,
         **kwargs,
     ):
         _check_backend()
@@ -479,9 +529,11 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 f"mimicry={mimicry_methods.name_of(mimicry)!r} takes "
                 f"update='simultaneous' only{why}."
             )
+        _validate_peer_distortion(peer_distortion, trunk, update, mimicry)
         super().__init__(**kwargs)
         self.peers = peers
         self.trunk = trunk
+        self.peer_distortion = peer_distortion
         self.branches = branches
         self.num_classes = num_classes
         self.kl_weight = float(kl_weight)
@@ -561,7 +613,10 @@ class MutualLearningModel(CohortSteps, keras.Model):
         features = None
         if self.trunk is None:
             outputs = [
-                split_peer_output(peer(inputs, training=training), peer.name)
+                split_peer_output(
+                    peer(self._peer_view(inputs, training), training=training),
+                    peer.name,
+                )
                 for peer in self.peers
             ]
         elif self._branch_readers is not None:
@@ -584,6 +639,13 @@ class MutualLearningModel(CohortSteps, keras.Model):
             self.mimicry.setup(self.peers)
             self.built = True
         return outputs, features
+
+    def _peer_view(self, inputs, training):
+        """The batch as one peer sees it: in training, its own draw of
+        `peer_distortion` (each call draws anew); otherwise the batch."""
+        if self.peer_distortion is None or not training:
+            return inputs
+        return self.peer_distortion(inputs, training=True)
 
     def _updated_models(self):
         """The models whose variables each optimizer updates, in optimizer
@@ -1198,6 +1260,30 @@ class MutualLearningModel(CohortSteps, keras.Model):
 
     # ---------------------------------------------------------------- config
 
+    # Keras saves no layer's random state (`SeedGenerator`s are not among
+    # the variables a layer saves): the cohort saves `peer_distortion`'s, so
+    # that a resumed run draws the views the uninterrupted run would have.
+    def _distortion_seed_states(self):
+        if self.peer_distortion is None:
+            return []
+        return [
+            v for v in self.peer_distortion.non_trainable_variables if _is_seed_state(v)
+        ]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, state in enumerate(self._distortion_seed_states()):
+            store[f"peer_distortion_seed_{i}"] = keras.ops.convert_to_numpy(state.value)
+
+    def load_own_variables(self, store):
+        states = self._distortion_seed_states()
+        own = {key: store[key] for key in store.keys() if not key.startswith("peer_")}
+        super().load_own_variables(own)
+        for i, state in enumerate(states):
+            key = f"peer_distortion_seed_{i}"
+            if key in store:
+                state.assign(store[key])
+
     def get_config(self):
         config = super().get_config()
         peers = self.peers if self.trunk is None else self.branches
@@ -1220,6 +1306,9 @@ class MutualLearningModel(CohortSteps, keras.Model):
                 "kl_burn_in_steps": self.kl_burn_in_steps,
                 "kl_ramp_shape": self.kl_ramp_shape,
                 "kl_reduction": self.kl_reduction,
+                "peer_distortion": None
+                if self.peer_distortion is None
+                else keras.saving.serialize_keras_object(self.peer_distortion),
             }
         )
         return config
@@ -1240,10 +1329,11 @@ class MutualLearningModel(CohortSteps, keras.Model):
             config["trunk"] = keras.saving.deserialize_keras_object(
                 config["trunk"], custom_objects=custom_objects
             )
-        if isinstance(config.get("teacher"), dict):
-            config["teacher"] = keras.saving.deserialize_keras_object(
-                config["teacher"], custom_objects=custom_objects
-            )
+        for name in ("teacher", "peer_distortion"):
+            if isinstance(config.get(name), dict):
+                config[name] = keras.saving.deserialize_keras_object(
+                    config[name], custom_objects=custom_objects
+                )
         return cls(peers, **config)
 
 
