@@ -23,6 +23,7 @@ SMOKE_RUNS = {
     "profile_step.py": (["--smoke"], "| op type | ms / step | share |"),
     # With or without PyTorch (the `bench` extra): keras_dml's rows at least.
     "pytorch_step.py": (["--smoke"], "| keras_dml float32 |"),
+    "jax_step.py": (["--smoke"], "| JAX by hand float32 |"),
     "reid_eval.py": (
         ["--scale=0.02", "--fastreid=off", "--repeats=1", "--reference_repeats=1"],
         "| `evaluate_ranking` (a distance matrix) |",

@@ -139,6 +139,15 @@ def test_mimicry_arguments_are_checked_against_the_method():
     message = str(error.value)
     assert "--mimicry=okddip needs at least 3 peers" in message
     assert "--mimicry=okddip trains the branches of one network" in message
+    with pytest.raises(ValueError, match="not with --update=sequential or "):
+        settings.resolve(
+            {
+                "model_dir": "x",
+                "peer_distortion": "shift",
+                "update": "sequential",
+                "mimicry": "codistillation",
+            }
+        )
     config = settings.resolve(
         {"model_dir": "x", "mimicry": "codistillation", "refresh_steps": 7}
     )
@@ -403,12 +412,15 @@ def test_kdcl_general_fits_on_held_out_images_and_resumes_exactly(tmp_path):
     """Its weights are refitted after each epoch on --validation_size images,
     before the checkpoint: a run resumed after its first epoch ends with the
     uninterrupted run's losses and weights. Without held-out images it is
-    refused (the test set must not fit them)."""
+    refused (the test set must not fit them). Each peer sees its own
+    distortion (--peer_distortion, KDCL's), drawn after the resume as it
+    would have been."""
     given = dict(
         dataset="digits",
         smoke_test=True,
         mimicry="kdcl",
         kdcl_variant="general",
+        peer_distortion="flip_shift",
         validation_size=30,
         epochs=2,
         deterministic=True,
@@ -436,6 +448,7 @@ def test_kdcl_general_fits_on_held_out_images_and_resumes_exactly(tmp_path):
         cohorts[0].mimicry.ensemble_weights.numpy(),
         cohorts[1].mimicry.ensemble_weights.numpy(),
     )
+    assert cohorts[1].peer_distortion.name == "peer_distortion"
 
 
 def test_folder_errors_name_the_path(tmp_path):

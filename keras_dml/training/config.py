@@ -184,6 +184,18 @@ SETTINGS = (
         choices=losses.KL_REDUCTIONS,
     ),
     _s(
+        "peer_distortion",
+        "none",
+        "Each peer's own random distortion of its training batch, drawn in "
+        "the step after the data pipeline's augmentation, as KDCL's students "
+        "see theirs: shift (up to 1/8 of the image each way, filled with "
+        "zeros) or flip_shift (and a horizontal flip); none: every peer sees "
+        "the same batch.",
+        "str",
+        "dml",
+        choices=("none", "shift", "flip_shift"),
+    ),
+    _s(
         "mimicry",
         "pairwise",
         "What each peer mimics: each other peer (pairwise, DML), their mean "
@@ -543,6 +555,26 @@ def validate(config):
             )
         elif not os.path.isfile(config.teacher):
             problems.append(f"--teacher={config.teacher} is not a file.")
+    if config.peer_distortion != "none":
+        conflicts = [
+            flag
+            for flag, given in (
+                ("--branch_stages", config.branch_stages is not None),
+                ("--update=sequential", config.update == "sequential"),
+                (
+                    f"--mimicry={config.mimicry}",
+                    config.mimicry in mimicry_methods.NAMES
+                    and mimicry_methods.class_of(config.mimicry).uses_peer_copies,
+                ),
+            )
+            if given
+        ]
+        if conflicts:
+            problems.append(
+                f"--peer_distortion={config.peer_distortion} gives separate peers "
+                "their own views of the batch in the simultaneous step: not with "
+                f"{' or '.join(conflicts)}."
+            )
     if config.branch_stages is not None:
         names = {models.canonical_name(p) for p in peers}
         if len(names) != 1 or models.resnet_depth(names.pop()) is None:

@@ -395,11 +395,26 @@ def build_cohort(config, data, steps_per_epoch):
         kl_burn_in_steps=round(config.kl_burn_in_epochs * steps_per_epoch),
         kl_ramp_shape=config.kl_ramp_shape,
         kl_reduction=config.kl_reduction,
+        peer_distortion=peer_distortion(config.peer_distortion, config.seed),
     )
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch), metrics=["accuracy"]
     )
     return model
+
+
+def peer_distortion(name, seed):
+    """The `--peer_distortion` layer (None for "none"): random shifts of up
+    to 1/8 of the image each way, zero-filled (the mean, after the
+    pipeline's normalization), and with "flip_shift" a horizontal flip."""
+    if name == "none":
+        return None
+    layers = [
+        keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", seed=seed)
+    ]
+    if name == "flip_shift":
+        layers.insert(0, keras.layers.RandomFlip("horizontal", seed=seed))
+    return keras.Sequential(layers, name="peer_distortion")
 
 
 def _method_callbacks(model, data):
