@@ -17,7 +17,18 @@ SMOKE_RUNS = {
         ["--pairs=resnet8+resnet8", "--repeats=1", "--steps=1"],
         "| resnet8+resnet8 |",
     ),
-    "backend_step.py": (["--smoke"], "| JAX time / TensorFlow time |"),
+    "backend_step.py": (
+        # The GPU matrix's settings, on its costliest cell only.
+        [
+            "--smoke",
+            "--gpu",
+            "--output=",
+            "--peers=wide_resnet",
+            "--cohort_sizes=4",
+            "--precisions=mixed_float16",
+        ],
+        "| wide_resnet | 4 | mixed_float16 |",
+    ),
     "dml_step.py": (["--smoke"], "| K | DML step (s) |"),
     "input_pipeline.py": (["--smoke"], "| CIFAR-100 (batch 64) |"),
     "profile_step.py": (["--smoke"], "| op type | ms / step | share |"),
