@@ -130,6 +130,7 @@ def time_backend():
     "errors": {case: why}}`."""
     import keras
     import numpy as np
+    from timing import fit_step_times
 
     import keras_dml
     from keras_dml.cpu_threads import configure_cpu_threads
@@ -142,14 +143,6 @@ def time_backend():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch * (steps + 1), 32, 32, 3)).astype("float32")
     y = rng.integers(0, 100, size=batch * (steps + 1)).astype("int32")
-
-    class StepTimes(keras.callbacks.Callback):
-        def on_train_batch_begin(self, index, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, index, logs=None):
-            float(logs["loss"])  # Synchronize on the step's loss.
-            self.seconds.append(time.perf_counter() - self.start)
 
     def stepper(peer, size, policy):
         keras.mixed_precision.set_global_policy(policy)
@@ -175,8 +168,7 @@ def time_backend():
             return (time.perf_counter() - start) / steps
 
         def inside_fit():
-            times = StepTimes()
-            times.seconds = []
+            times = fit_step_times()
             model.fit(
                 x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                 callbacks=[times],

@@ -47,7 +47,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from timing import machine  # noqa: E402
+from timing import fit_step_times, machine  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 7, "Interleaved rounds (medians reported).")
@@ -281,27 +281,12 @@ def plain_keras_stepper(policy, one_model=False):
     return _timer(step)
 
 
-class _StepTimes(keras.callbacks.Callback):
-    """Seconds of each training step of `fit`, synchronized on its loss."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        float(logs["loss"])  # Synchronize on the step's loss.
-        self.seconds.append(time.perf_counter() - self._start)
-
-
 def _fit_timer(model, x, y):
     steps = FLAGS.steps + 1
     xs, ys = np.repeat(x, steps, axis=0), np.repeat(y, steps, axis=0)
 
     def fit():
-        times = _StepTimes()
+        times = fit_step_times()
         model.fit(
             xs,
             ys,

@@ -36,7 +36,7 @@ import keras_dml  # noqa: E402, I001
 # isort: split
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from timing import machine  # noqa: E402
+from timing import fit_step_times, machine  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 7, "Interleaved rounds (medians reported).")
@@ -188,26 +188,11 @@ def keras_stepper(policy, inside_fit=False):
     return _timer(step)
 
 
-class _StepTimes(keras.callbacks.Callback):
-    """Seconds of each training step of `fit`, synchronized on its loss."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        float(logs["loss"])  # Synchronize on the step's loss.
-        self.seconds.append(time.perf_counter() - self._start)
-
-
 def _fit_timer(model, x, y):
     batches = tf.data.Dataset.from_tensors((x, y)).repeat()
 
     def fit():
-        times = _StepTimes()
+        times = fit_step_times()
         model.fit(
             batches,
             steps_per_epoch=FLAGS.steps + 1,

@@ -40,3 +40,24 @@ def median_rate(run, items, repeats):
         run()
         rates.append(items / (time.perf_counter() - start))
     return statistics.median(rates), sorted(rates, reverse=True)
+
+
+def fit_step_times():
+    """A Keras callback whose `seconds` lists each training step of `fit`,
+    from its batch's start to its loss read back (which synchronizes on
+    the step). Keras is imported here, after the caller chose its backend."""
+    import keras
+
+    class FitStepTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # Synchronize on the step's loss.
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return FitStepTimes()

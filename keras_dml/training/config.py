@@ -506,7 +506,8 @@ def _mimicry_problems(config):
         )
     if config.mimicry in mimicry_methods.NAMES:
         method = mimicry_methods.class_of(config.mimicry)
-        if len(config.peers or ()) < method.min_peers:
+        # (Two members, peers or a --teacher, are checked with --peers.)
+        if method.min_peers > 2 and len(config.peers or ()) < method.min_peers:
             problems.append(
                 f"--mimicry={config.mimicry} needs at least {method.min_peers} "
                 f"peers. Received: --peers={','.join(config.peers or ())}"
