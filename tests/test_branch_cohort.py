@@ -391,3 +391,11 @@ def test_okddip_is_refused_where_it_has_no_meaning_and_saved_with_its_attention(
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     loaded.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert_weights_close(loaded.get_weights(), model.get_weights())
+
+
+@pytest.mark.parametrize("name", ["one", "okddip"])
+def test_a_branch_method_outside_a_branch_cohort_says_how_to_build_it(name):
+    x, y = data(8, seed=16)
+    logits = [keras.ops.convert_to_tensor(x[:, :NUM_CLASSES]) for _ in range(3)]
+    with pytest.raises(ValueError, match=f"mimicry='{name}'"):
+        keras_dml.losses.mutual_learning_losses(y, logits, mimicry=name)

@@ -869,13 +869,16 @@ class ONE(Mimicry):
         self.gate.build((None, channels))
         self.gate_norm.build((None, num_peers))
 
-    def gates(self, features, training=True):
-        """[batch, K] weights of the branches, summing to 1."""
+    def _check_built(self):
         if self.gate is None:
             raise ValueError(
                 "ONE has no gate yet: it is built by a branch cohort, "
                 "MutualLearningModel(branches, trunk=trunk, mimicry='one')."
             )
+
+    def gates(self, features, training=True):
+        """[batch, K] weights of the branches, summing to 1."""
+        self._check_built()
         features = ops.cast(features, "float32")
         if len(features.shape) > 2:
             features = ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
@@ -890,6 +893,7 @@ class ONE(Mimicry):
     def targets(self, labels, teacher_logits, temperature):
         # teacher_logits: the K branches', then the gated ensemble's (and a
         # static teacher's, if any, which ONE does not use).
+        self._check_built()
         num_peers = self.gate.units
         ensemble = ops.log_softmax(teacher_logits[num_peers] / temperature, axis=-1)
         targets = [[(ensemble, 1.0)] for _ in range(num_peers)]
@@ -950,6 +954,7 @@ class OKDDip(Mimicry):
         self.projection_dim = projection_dim
         self.query = None
         self.key = None
+        self._num_peers = None
 
     @classmethod
     def check_arguments(cls, projection_dim=None, **others):
@@ -982,11 +987,7 @@ class OKDDip(Mimicry):
         """[batch, A, A] weights alpha_ab of the A = K - 1 auxiliary peers
         (rows sum to 1), from every branch's `features` (the leader's are
         not read)."""
-        if self.query is None:
-            raise ValueError(
-                "OKDDip has no attention yet: it is built by a branch cohort, "
-                "MutualLearningModel(branches, trunk=trunk, mimicry='okddip')."
-            )
+        self._check_built()
         pooled = []
         for h in features[:-1]:
             h = ops.cast(h, "float32")
@@ -1011,10 +1012,18 @@ class OKDDip(Mimicry):
     def targets(self, labels, teacher_logits, temperature):
         # teacher_logits: the K branches', then the K trained targets (and a
         # static teacher's, if any, which OKDDip does not use).
+        self._check_built()
         num_peers = self._num_peers
         trained = teacher_logits[num_peers : 2 * num_peers]
         targets = [[(ops.log_softmax(t / temperature, axis=-1), 1.0)] for t in trained]
         return targets + [[] for _ in teacher_logits[num_peers:]]
+
+    def _check_built(self):
+        if self.query is None:
+            raise ValueError(
+                "OKDDip has no attention yet: it is built by a branch cohort, "
+                "MutualLearningModel(branches, trunk=trunk, mimicry='okddip')."
+            )
 
     def get_config(self):
         return {**super().get_config(), "projection_dim": self.projection_dim}
