@@ -168,7 +168,9 @@ def test_a_methods_flags_are_read_from_its_class():
         assert (setting.kind, setting.default) == (flag.kind, None)
         assert settings.MIMICRY_ARGUMENTS[flag.flag] == (method, flag.argument)
         default = methods.default_of(method, flag.argument)
-        assert f"(--mimicry={method}; none: {default}.)" in setting.help
+        # A default of None is the class's to explain in the flag's help.
+        shown = f"; none: {default}" if default is not None else ""
+        assert f"(--mimicry={method}{shown}.)" in setting.help
         methods.class_of(method).check_arguments(**{flag.argument: default})
     with pytest.raises(ValueError) as error:
         settings.resolve(

@@ -946,6 +946,15 @@ class OKDDip(Mimicry):
     min_peers = 3
     reads_branch_features = True
     trained_teachers_loss = "mimicry"
+    flags = (
+        Flag(
+            "projection_dim",
+            "okddip_projection_dim",
+            "int",
+            "Size of OKDDip's attention queries and keys (none: the branch "
+            "features' size // 8, the authors' factor).",
+        ),
+    )
 
     def __init__(self, projection_dim=None, **kwargs):
         self.check_arguments(projection_dim=projection_dim)

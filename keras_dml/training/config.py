@@ -214,8 +214,12 @@ SETTINGS = (
         _s(
             flag.flag,
             None,
-            f"{flag.help} (--mimicry={method}; none: "
-            f"{mimicry_methods.default_of(method, flag.argument)}.)",
+            f"{flag.help} (--mimicry={method}"
+            + (
+                f"; none: {mimicry_methods.default_of(method, flag.argument)}.)"
+                if mimicry_methods.default_of(method, flag.argument) is not None
+                else ".)"
+            ),
             flag.kind,
             "dml",
         )
