@@ -35,7 +35,6 @@ os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import statistics  # noqa: E402
-import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
@@ -47,7 +46,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from timing import fit_step_times, machine  # noqa: E402
+from timing import fit_step_times, machine, warm_timer  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 7, "Interleaved rounds (medians reported).")
@@ -211,25 +210,36 @@ def jax_stepper(bfloat16):
 # ------------------------------------------------------------------ keras_dml
 
 
+def _two_peers(policy):
+    """Two ResNet peers built under the dtype policy `policy` (a fresh
+    Keras session; the global policy is float32 again afterwards)."""
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return [
+            keras_dml.models.ResNetCIFAR(SIZES["depth"], num_classes=CLASSES)
+            for _ in range(2)
+        ]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _batch():
+    """The one batch every Keras set-up trains on: images and labels."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(SIZES["batch"], 32, 32, 3)).astype("float32")
+    y = rng.integers(0, CLASSES, SIZES["batch"]).astype("int32")
+    return x, y
+
+
 def keras_stepper(policy, inside_fit=False):
     """keras_dml's step on Keras's JAX backend under `policy`: by
     `train_on_batch`, or inside `fit` (each step timed from its batch's
     start to its loss read back; the first step of each `fit` call left
     out)."""
-    keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        peers = [
-            keras_dml.models.ResNetCIFAR(SIZES["depth"], num_classes=CLASSES)
-            for _ in range(2)
-        ]
-        model = keras_dml.MutualLearningModel(peers)
-        model.compile(keras.optimizers.SGD(LR, momentum=MOMENTUM, nesterov=True))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(SIZES["batch"], 32, 32, 3)).astype("float32")
-    y = rng.integers(0, CLASSES, SIZES["batch"]).astype("int32")
+    model = keras_dml.MutualLearningModel(_two_peers(policy))
+    model.compile(keras.optimizers.SGD(LR, momentum=MOMENTUM, nesterov=True))
+    x, y = _batch()
     if inside_fit:
         return _fit_timer(model, x, y)
 
@@ -245,18 +255,8 @@ def plain_keras_stepper(policy, one_model=False):
     Keras's own layers, optimizer and train step cost on JAX), or with
     `one_model` as the two outputs of one functional model (one program
     for both peers, as the cohort's step, with one optimizer)."""
-    keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        peers = [
-            keras_dml.models.ResNetCIFAR(SIZES["depth"], num_classes=CLASSES)
-            for _ in range(2)
-        ]
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(SIZES["batch"], 32, 32, 3)).astype("float32")
-    y = rng.integers(0, CLASSES, SIZES["batch"]).astype("int32")
+    peers = _two_peers(policy)
+    x, y = _batch()
 
     def cross_entropy():
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -341,17 +341,7 @@ def convolution_steppers():
 
 
 def _timer(step, repeat=None):
-    step()  # Build, compile and warm up before timing.
-    step()
-
-    def run():
-        count = repeat or FLAGS.steps
-        start = time.perf_counter()
-        for _ in range(count):
-            step()
-        return (time.perf_counter() - start) / count
-
-    return run
+    return warm_timer(step, repeat or FLAGS.steps)
 
 
 # ----------------------------------------------------------------------- main

@@ -23,7 +23,6 @@ Without PyTorch installed, only keras_dml's rows are printed.
 
 import os
 import statistics
-import time
 
 from absl import app, flags
 
@@ -36,7 +35,7 @@ import keras_dml  # noqa: E402, I001
 # isort: split
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from timing import fit_step_times, machine  # noqa: E402
+from timing import fit_step_times, machine, warm_timer  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 7, "Interleaved rounds (medians reported).")
@@ -207,16 +206,7 @@ def _fit_timer(model, x, y):
 
 
 def _timer(step):
-    step()  # Build, trace and warm up before timing.
-    step()
-
-    def run():
-        start = time.perf_counter()
-        for _ in range(FLAGS.steps):
-            step()
-        return (time.perf_counter() - start) / FLAGS.steps
-
-    return run
+    return warm_timer(step, FLAGS.steps)
 
 
 # ----------------------------------------------------------------------- main

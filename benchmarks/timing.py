@@ -61,3 +61,19 @@ def fit_step_times():
             self.seconds.append(time.perf_counter() - self._start)
 
     return FitStepTimes()
+
+
+def warm_timer(step, count):
+    """Calls `step()` twice (build, compile, warm up), then returns `run()`:
+    the mean seconds of `count` further calls (each `step` synchronizes,
+    e.g. by reading its loss back)."""
+    step()
+    step()
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(count):
+            step()
+        return (time.perf_counter() - start) / count
+
+    return run
